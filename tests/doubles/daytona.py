@@ -1,0 +1,1412 @@
+"""A local, faithful double of the Daytona service for tests that drive the real `daytona` SDK.
+
+No test machine can reach Daytona, so the tests run the real SDK (0.226.1) against this
+double: one aiohttp server on 127.0.0.1 serving
+
+* the control plane under ``/api`` (sandboxes, state transitions, labels, intervals),
+* socket.io events under ``/api/socket.io`` (without them every SDK state wait costs 1 s),
+* the toolbox (the in-sandbox daemon, reached through the proxy) under ``/toolbox/{id}``.
+
+A sandbox is a temporary directory whose ``home/daytona`` is both the user home and the
+work dir; commands are local subprocesses with a minimal environment. The wire contract
+(status codes, DTO fields, error bodies, multipart layout, log WebSocket framing, session
+semantics) follows ``/work/shared/reference/daytona.md``; where the double must choose,
+it chooses what the real service does even when that is less convenient, because a double
+that accepts what production rejects hides bugs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import grp
+import json
+import logging
+import os
+import pwd
+import re
+import shutil
+import signal
+import stat
+import tempfile
+import urllib.parse
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import socketio
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+STDOUT_PREFIX = b"\x01\x01\x01"
+STDERR_PREFIX = b"\x02\x02\x02"
+DOWNLOAD_BOUNDARY = "DAYTONA-FILE-BOUNDARY"
+NO_IP_MESSAGE = "no IP address found. Is the Sandbox started?"
+BASE_PATH = ["/usr/local/bin", "/usr/bin", "/bin"]
+READ_CHUNK = 65536
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _iso(moment: dt.datetime) -> str:
+    """ISO-8601 with millisecond precision and a Z, like the NestJS API."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _api_error_body(request: web.Request, status: int, message: str) -> dict[str, Any]:
+    """Error body of the control plane (NestJS all-exceptions filter)."""
+    return {
+        "path": request.path,
+        "timestamp": _iso(_now()),
+        "statusCode": status,
+        "error": HTTPStatus(status).phrase,
+        "message": message,
+    }
+
+
+def _daemon_error_body(
+    request: web.Request, status: int, message: str, code: str, *, source: str | None = "DAYTONA_DAEMON"
+) -> dict[str, Any]:
+    """Error body of the daemon / proxy (common-go errors). The proxy sends no `source`."""
+    body: dict[str, Any] = {
+        "statusCode": status,
+        "message": message,
+        "code": code,
+        "timestamp": _iso(_now()),
+        "path": request.path,
+        "method": request.method,
+    }
+    if source:
+        body["source"] = source
+    return body
+
+
+def _code_for(status: int) -> str:
+    return HTTPStatus(status).phrase.upper().replace(" ", "_").replace("-", "_")
+
+
+class Reply(Exception):
+    """Raised by handlers to short-circuit with a ready response (caught by a middleware)."""
+
+    def __init__(self, response: web.StreamResponse) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+def api_error(request: web.Request, status: int, message: str) -> Reply:
+    return Reply(web.json_response(_api_error_body(request, status, message), status=status))
+
+
+def daemon_error(request: web.Request, status: int, message: str, code: str | None = None) -> Reply:
+    body = _daemon_error_body(request, status, message, code or _code_for(status))
+    return Reply(web.json_response(body, status=status))
+
+
+def proxy_error(request: web.Request, status: int, message: str) -> Reply:
+    body = _daemon_error_body(request, status, message, _code_for(status), source=None)
+    return Reply(web.json_response(body, status=status))
+
+
+async def _json_body(request: web.Request, *, toolbox: bool) -> dict[str, Any]:
+    """Parse a JSON object body or answer 400 like the service would."""
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = None
+    if not isinstance(body, dict):
+        if toolbox:
+            raise daemon_error(request, 400, "invalid request body", "BAD_REQUEST")
+        raise api_error(request, 400, "Invalid request body")
+    return body
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _marked_pids(sandbox_id: str) -> list[int]:
+    """PIDs whose environment carries DAYTONA_SANDBOX_ID=<id> (stragglers that escaped their group)."""
+    marker = f"DAYTONA_SANDBOX_ID={sandbox_id}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                environ = fh.read()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0"):
+            found.append(int(entry))
+    return found
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat_line = fh.read()
+    except OSError:
+        return True
+    return stat_line[stat_line.rfind(b")") + 2 : stat_line.rfind(b")") + 3] in (b"Z", b"X")
+
+
+def _shell() -> str:
+    return shutil.which("bash", path="/usr/bin:/bin") or "/bin/sh"
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass
+class SnapshotSpec:
+    """What an image provides: extra PATH dirs (e.g. where `claude` lives) and image env."""
+
+    path: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Fault:
+    """One injected response for the next `count` requests matching method + path regex."""
+
+    method: str
+    path_regex: re.Pattern[str]
+    status: int
+    count: int
+    body: dict[str, Any] | str | None
+    headers: dict[str, str]
+
+
+class CommandLog:
+    """The per-command log file of the daemon: marker-prefixed lines plus change notification."""
+
+    def __init__(self) -> None:
+        self.output = bytearray()
+        self.stdout = bytearray()
+        self.stderr = bytearray()
+        self.done = False  # both streams drained and exit code known
+        self.closed = False  # session deleted: followers end with close 1000
+        self._changed = asyncio.Event()
+
+    def append(self, prefix: bytes, data: bytes) -> None:
+        self.output += prefix + data
+        (self.stdout if prefix == STDOUT_PREFIX else self.stderr).extend(data)
+        self._notify()
+
+    def finish(self) -> None:
+        self.done = True
+        self._notify()
+
+    def close(self) -> None:
+        self.closed = True
+        self._notify()
+
+    def changed(self) -> asyncio.Event:
+        """The event set at the next change; grab it *before* checking state to avoid races."""
+        return self._changed
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def as_json(self) -> dict[str, str]:
+        return {
+            "output": self.output.decode("utf-8", "replace"),
+            "stdout": self.stdout.decode("utf-8", "replace"),
+            "stderr": self.stderr.decode("utf-8", "replace"),
+        }
+
+
+@dataclass
+class SessionCommand:
+    id: str
+    command: str
+    run_async: bool
+    suppress_input_echo: bool
+    log: CommandLog = field(default_factory=CommandLog)
+    exit_code: int | None = None
+    process: asyncio.subprocess.Process | None = None
+    task: asyncio.Task[None] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "command": self.command, "exitCode": self.exit_code}
+
+
+@dataclass
+class Session:
+    """A daemon session. The real daemon keeps one shell per session; the double runs one
+    subprocess per command and carries the working directory and exported variables from
+    one command to the next through state files, so `cd` / `export` persist as they do."""
+
+    id: str
+    state_dir: Path
+    commands: dict[str, SessionCommand] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    ended: bool = False  # a command ran `exit`/`exec`: the real session shell is gone
+    deleted: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {"sessionId": self.id, "commands": [c.as_json() for c in self.commands.values()]}
+
+
+@dataclass
+class SandboxRecord:
+    """Server-side state of one sandbox; `root` is its temp dir, `home` its home/work dir."""
+
+    id: str
+    name: str
+    root: Path
+    snapshot: str
+    spec: SnapshotSpec
+    env: dict[str, str]
+    labels: dict[str, str]
+    target: str
+    user: str = "daytona"
+    public: bool = False
+    network_block_all: bool = False
+    state: str = "starting"
+    desired_state: str = "started"
+    auto_stop_interval: int = 15
+    auto_archive_interval: int = 10080
+    auto_delete_interval: int = -1
+    created_at: dt.datetime = field(default_factory=_now)
+    updated_at: dt.datetime = field(default_factory=_now)
+    last_activity: float = 0.0  # loop time
+    stopped_at: float = 0.0  # loop time
+    sessions: dict[str, Session] = field(default_factory=dict)
+    procs: set[asyncio.subprocess.Process] = field(default_factory=set)
+    websockets: set[web.WebSocketResponse] = field(default_factory=set)
+
+    @property
+    def home(self) -> Path:
+        return self.root / "home" / "daytona"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def daemon_dir(self) -> Path:
+        return self.root / "daemon"
+
+    def resolve(self, path: str) -> Path:
+        """Relative paths resolve against the work dir; absolute ones are used as given."""
+        return Path(path) if os.path.isabs(path) else self.home / path
+
+    def base_env(self) -> dict[str, str]:
+        env = {
+            "PATH": ":".join([*self.spec.path, *BASE_PATH]),
+            "HOME": str(self.home),
+            "TMPDIR": str(self.tmp),
+            "LANG": "C.UTF-8",
+            "DAYTONA_SANDBOX_ID": self.id,
+        }
+        env.update(self.spec.env)
+        env.update(self.env)
+        env["DAYTONA_SANDBOX_ID"] = self.id  # the marker processes() relies on
+        return env
+
+
+# --------------------------------------------------------------------------- the double
+
+
+class DaytonaDouble:
+    """The Daytona control plane, event stream and toolbox on one local port.
+
+    Args:
+        api_key: the only Bearer token accepted (API, toolbox and socket.io CONNECT).
+        snapshots: image name -> SnapshotSpec; creating from any other name fails with 400.
+        start_delay: seconds a sandbox spends in each transitional state (starting, stopping…).
+        autostop_seconds_per_minute: if set, idle auto-stop/auto-delete run on a clock where
+            one Daytona minute lasts that many seconds (e.g. 0.1).
+    """
+
+    organization_id = "00000000-0000-4000-8000-00000000d0d0"
+
+    def __init__(
+        self,
+        api_key: str = "dtn-test-key",
+        *,
+        snapshots: dict[str, SnapshotSpec] | None = None,
+        start_delay: float = 0.05,
+        autostop_seconds_per_minute: float | None = None,
+        target: str = "us",
+    ) -> None:
+        self.api_key = api_key
+        self.snapshots = snapshots if snapshots is not None else {"daytona-small": SnapshotSpec()}
+        self.start_delay = start_delay
+        self.autostop_seconds_per_minute = autostop_seconds_per_minute
+        self.target = target
+        self.sandboxes: dict[str, SandboxRecord] = {}
+        self.faults: list[Fault] = []
+        self.toolbox_bytes_out = 0
+        self.toolbox_requests = 0
+        self.port = 0
+        self._base_dir: Path | None = None
+        self._runner: web.AppRunner | None = None
+        self._sio: socketio.AsyncServer | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    @property
+    def toolbox_proxy_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/toolbox"
+
+    async def start(self) -> DaytonaDouble:
+        self._base_dir = Path(tempfile.mkdtemp(prefix="daytona-double-"))
+        app = web.Application(middlewares=[self._middleware], client_max_size=1024**3)
+        self._sio = socketio.AsyncServer(
+            async_mode="aiohttp", transports=["websocket"], cors_allowed_origins="*", logger=False
+        )
+        self._sio.on("connect", self._on_sio_connect)
+        self._sio.attach(app, socketio_path="api/socket.io")
+        self._add_routes(app)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        if self.autostop_seconds_per_minute:
+            self._spawn(self._idle_loop())
+        return self
+
+    async def stop(self) -> None:
+        """Kill every process of every sandbox, close the server, remove the temp dirs."""
+        for sb in list(self.sandboxes.values()):
+            self._shutdown_sandbox(sb)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._reap_commands(list(self.sandboxes.values()))
+        if self._sio is not None:
+            with contextlib.suppress(Exception):
+                await self._sio.shutdown()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self.sandboxes.clear()
+        if self._base_dir is not None:
+            shutil.rmtree(self._base_dir, ignore_errors=True)
+            self._base_dir = None
+
+    async def __aenter__(self) -> DaytonaDouble:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ----------------------------------------------------------------- test helpers
+
+    def sandbox(self, sandbox_id: str) -> SandboxRecord:
+        """The live record of a sandbox (KeyError if deleted)."""
+        return self.sandboxes[sandbox_id]
+
+    def processes(self, sandbox_id: str) -> list[tuple[int, str]]:
+        """(pid, cmdline) of live processes carrying DAYTONA_SANDBOX_ID=<id>."""
+        result = []
+        for pid in _marked_pids(sandbox_id):
+            if _is_zombie(pid):
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    cmdline = fh.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+            except OSError:
+                continue
+            result.append((pid, cmdline))
+        return result
+
+    def auto_stop(self, sandbox_id: str) -> None:
+        """Emulate Daytona's idle auto-stop: processes die, state `stopped`, event emitted."""
+        sb = self.sandboxes[sandbox_id]
+        old = sb.state
+        self._shutdown_sandbox(sb)
+        if sb.auto_delete_interval == 0:
+            self._destroy(sb, old)
+            return
+        self._set_state(sb, "stopped", desired="stopped", old=old)
+
+    def delete_behind_back(self, sandbox_id: str) -> None:
+        """The sandbox vanishes as if deleted elsewhere (dashboard, another client)."""
+        sb = self.sandboxes[sandbox_id]
+        old = sb.state
+        self._shutdown_sandbox(sb)
+        self._destroy(sb, old)
+
+    def inject(
+        self,
+        method: str,
+        path_regex: str,
+        status: int,
+        *,
+        count: int = 1,
+        body: dict[str, Any] | str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """The next `count` requests matching (method, regex searched in the URL path) get this
+        response. Without a body, the real error body shape of that route is used."""
+        self.faults.append(
+            Fault(method.upper(), re.compile(path_regex), status, count, body, dict(headers or {}))
+        )
+
+    def create_fails(self, status: int = 500, *, count: int = 1, body: dict[str, Any] | str | None = None) -> None:
+        """Convenience: the next `count` sandbox creations fail with `status`."""
+        self.inject("POST", r"^/api/sandbox/?$", status, count=count, body=body)
+
+    def reset_metrics(self) -> None:
+        self.toolbox_bytes_out = 0
+        self.toolbox_requests = 0
+
+    # ----------------------------------------------------------------- internals: tasks & events
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _on_sio_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
+        """Accept only the API key in the CONNECT auth payload, as the real gateway does."""
+        return isinstance(auth, dict) and auth.get("token") == self.api_key
+
+    def _emit(self, event: str, data: dict[str, Any]) -> None:
+        if self._sio is not None:
+            self._spawn(self._sio.emit(event, data))
+
+    def _set_state(self, sb: SandboxRecord, state: str, *, desired: str | None = None, old: str | None = None) -> None:
+        old_state = sb.state if old is None else old
+        sb.state = state
+        if desired:
+            sb.desired_state = desired
+        sb.updated_at = _now()
+        sb.last_activity = asyncio.get_running_loop().time()
+        if state == "stopped":
+            sb.stopped_at = sb.last_activity
+        self._emit(
+            "sandbox.state.updated",
+            {"sandbox": self._dto(sb), "oldState": old_state, "newState": state},
+        )
+
+    def _later(self, sb: SandboxRecord, expected: str, action: Callable[[], None]) -> None:
+        """Run `action` after start_delay if the sandbox is still in `expected` state."""
+
+        async def run() -> None:
+            await asyncio.sleep(self.start_delay)
+            if self.sandboxes.get(sb.id) is sb and sb.state == expected:
+                action()
+
+        self._spawn(run())
+
+    def _destroy(self, sb: SandboxRecord, old_state: str) -> None:
+        """Forget the sandbox (later GET → 404) and remove its files."""
+        self.sandboxes.pop(sb.id, None)
+        sb.state = "destroyed"
+        sb.desired_state = "destroyed"
+        self._emit("sandbox.state.updated", {"sandbox": self._dto(sb), "oldState": old_state, "newState": "destroyed"})
+        shutil.rmtree(sb.root, ignore_errors=True)
+
+    def _shutdown_sandbox(self, sb: SandboxRecord) -> None:
+        """What stopping a container does: every process dies, sessions and log sockets drop."""
+        for proc in list(sb.procs):
+            _kill_group(proc.pid)
+        for _ in range(3):
+            stragglers = _marked_pids(sb.id)
+            if not stragglers:
+                break
+            for pid in stragglers:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+        for session in sb.sessions.values():
+            session.deleted = True
+            for command in session.commands.values():
+                command.log.close()
+        sb.sessions.clear()
+        for ws in list(sb.websockets):
+            # The container is gone: the proxy drops the connection (no clean close).
+            transport = getattr(ws, "_dd_transport", None)
+            if transport is not None:
+                transport.abort()
+        sb.websockets.clear()
+
+    async def _reap_commands(self, sandboxes: list[SandboxRecord]) -> None:
+        """Wait (briefly) for killed processes so no transport outlives the double."""
+        procs = [p for sb in sandboxes for p in sb.procs if p.returncode is None]
+        if procs:
+            await asyncio.wait([asyncio.ensure_future(p.wait()) for p in procs], timeout=5)
+
+    async def _idle_loop(self) -> None:
+        """Daytona's auto-stop / auto-delete crons, on a compressed clock."""
+        scale = float(self.autostop_seconds_per_minute or 0)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(0.05, max(scale / 4, 0.01)))
+            now = loop.time()
+            for sb in list(self.sandboxes.values()):
+                if sb.websockets:
+                    sb.last_activity = now  # an open log stream counts as activity
+                if sb.state == "started" and sb.auto_stop_interval > 0:
+                    if now - sb.last_activity > sb.auto_stop_interval * scale:
+                        self.auto_stop(sb.id)
+                elif sb.state == "stopped" and sb.auto_delete_interval > 0:
+                    if now - sb.stopped_at > sb.auto_delete_interval * scale:
+                        self._destroy(sb, "stopped")
+
+    # ----------------------------------------------------------------- DTOs
+
+    def _dto(self, sb: SandboxRecord, *, list_item: bool = False) -> dict[str, Any]:
+        """Sandbox DTO with every required field (SandboxListItem omits env and kvm)."""
+        dto: dict[str, Any] = {
+            "id": sb.id,
+            "organizationId": self.organization_id,
+            "name": sb.name,
+            "snapshot": sb.snapshot,
+            "user": sb.user,
+            "env": dict(sb.env),
+            "labels": dict(sb.labels),
+            "public": sb.public,
+            "networkBlockAll": sb.network_block_all,
+            "kvm": False,
+            "target": sb.target,
+            "cpu": 1,
+            "gpu": 0,
+            "memory": 1,
+            "disk": 3,
+            "state": sb.state,
+            "desiredState": sb.desired_state,
+            "errorReason": None,
+            "recoverable": False,
+            "backupState": "None",
+            "autoStopInterval": sb.auto_stop_interval,
+            "autoArchiveInterval": sb.auto_archive_interval,
+            "autoDeleteInterval": sb.auto_delete_interval,
+            "autoPauseInterval": 0,
+            "createdAt": _iso(sb.created_at),
+            "updatedAt": _iso(sb.updated_at),
+            "lastActivityAt": _iso(sb.updated_at),
+            "sandboxClass": "container",
+            "daemonVersion": "double-0.226.1",
+            "runnerId": "double-runner",
+            "volumes": [],
+            "toolboxProxyUrl": self.toolbox_proxy_url,
+        }
+        if list_item:
+            del dto["env"], dto["kvm"]
+        return dto
+
+    # ----------------------------------------------------------------- middleware
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Fault injection, auth, toolbox metrics, and `Reply` short-circuits."""
+        path = request.path
+        if path.startswith("/api/socket.io"):
+            return await handler(request)
+        toolbox = path.startswith("/toolbox/")
+        if toolbox:
+            self.toolbox_requests += 1
+        try:
+            response = self._injected(request) or self._unauthorized(request) or await handler(request)
+        except Reply as reply:
+            response = reply.response
+        if toolbox and isinstance(response, web.Response) and response.body is not None:
+            body = response.body
+            if isinstance(body, (bytes, bytearray)):
+                self.toolbox_bytes_out += len(body)
+        return response
+
+    def _injected(self, request: web.Request) -> web.Response | None:
+        for fault in self.faults:
+            if fault.method in (request.method, "*") and fault.path_regex.search(request.path):
+                fault.count -= 1
+                if fault.count <= 0:
+                    self.faults.remove(fault)
+                return self._fault_response(request, fault)
+        return None
+
+    def _fault_response(self, request: web.Request, fault: Fault) -> web.Response:
+        headers = dict(fault.headers)
+        body = fault.body
+        if isinstance(body, str):
+            content_type = headers.pop("Content-Type", None) or (
+                "text/html" if body.lstrip().startswith("<") else "text/plain"
+            )
+            return web.Response(status=fault.status, text=body, content_type=content_type, headers=headers)
+        if body is None:
+            message = {
+                429: "ThrottlerException: Too Many Requests",
+                500: "An unexpected error occurred.",
+            }.get(fault.status, HTTPStatus(fault.status).phrase)
+            if request.path.startswith("/toolbox/"):
+                body = _daemon_error_body(request, fault.status, message, _code_for(fault.status), source=None)
+            else:
+                body = _api_error_body(request, fault.status, message)
+        return web.json_response(body, status=fault.status, headers=headers)
+
+    def _unauthorized(self, request: web.Request) -> web.Response | None:
+        if request.headers.get("Authorization") == f"Bearer {self.api_key}":
+            return None
+        if request.path.startswith("/toolbox/"):
+            body = _daemon_error_body(request, 401, "Unauthorized", "UNAUTHORIZED", source=None)
+        else:
+            body = _api_error_body(request, 401, "Unauthorized")
+        return web.json_response(body, status=401)
+
+    # ----------------------------------------------------------------- routes
+
+    def _add_routes(self, app: web.Application) -> None:
+        api = "/api/sandbox"
+        tb = "/toolbox/{sandbox_id}"
+        session = tb + "/process/session/{session_id}"
+        app.router.add_routes(
+            [
+                web.post(api, self._create),
+                web.get(api, self._list),
+                web.get(api + "/{id}", self._get),
+                web.delete(api + "/{id}", self._delete),
+                web.post(api + "/{id}/start", self._start),
+                web.post(api + "/{id}/stop", self._stop),
+                web.post(api + "/{id}/archive", self._archive),
+                web.put(api + "/{id}/labels", self._labels),
+                web.post(api + "/{id}/{kind:autostop|autoarchive|autodelete}/{n}", self._interval),
+                web.post(api + "/{id}/last-activity", self._last_activity),
+                web.get(api + "/{id}/toolbox-proxy-url", self._toolbox_url),
+                web.get(api + "/{id}/ports/{port}/preview-url", self._preview_url),
+                web.get(tb + "/user-home-dir", self._home_dir),
+                web.get(tb + "/work-dir", self._home_dir),
+                web.post(tb + "/process/execute", self._execute),
+                web.post(tb + "/process/session", self._session_create),
+                web.get(tb + "/process/session", self._session_list),
+                web.get(session, self._session_get),
+                web.delete(session, self._session_delete),
+                web.post(session + "/exec", self._session_exec),
+                web.get(session + "/command/{command_id}", self._command_get),
+                web.get(session + "/command/{command_id}/logs", self._command_logs),
+                web.post(session + "/command/{command_id}/input", self._command_input),
+                web.get(tb + "/files", self._files_list),
+                web.delete(tb + "/files", self._files_delete),
+                web.get(tb + "/files/info", self._files_info),
+                web.post(tb + "/files/folder", self._files_folder),
+                web.post(tb + "/files/bulk-download", self._bulk_download),
+                web.post(tb + "/files/bulk-upload", self._bulk_upload),
+            ]
+        )
+
+    # ----------------------------------------------------------------- control plane
+
+    def _find(self, request: web.Request, id_or_name: str) -> SandboxRecord:
+        sb = self.sandboxes.get(id_or_name)
+        if sb is None:
+            sb = next((s for s in self.sandboxes.values() if s.name == id_or_name), None)
+        if sb is None:
+            raise api_error(request, 404, f"Sandbox with ID or name {id_or_name} not found")
+        return sb
+
+    async def _create(self, request: web.Request) -> web.Response:
+        body = await _json_body(request, toolbox=False)
+        if body.get("buildInfo") or body.get("image"):
+            raise api_error(request, 400, "Image-based sandboxes are not supported by the Daytona double")
+        snapshot = body.get("snapshot") or next(iter(self.snapshots))
+        if snapshot not in self.snapshots:
+            raise api_error(
+                request, 400, f"Snapshot {snapshot} not found. Did you add it through the Daytona Dashboard?"
+            )
+        sandbox_id = str(uuid.uuid4())
+        name = body.get("name") or sandbox_id
+        if any(s.name == name for s in self.sandboxes.values()):
+            raise api_error(request, 409, f"Sandbox with name {name} already exists")
+        intervals = self._create_intervals(request, body)
+        assert self._base_dir is not None
+        sb = SandboxRecord(
+            id=sandbox_id,
+            name=name,
+            root=self._base_dir / sandbox_id,
+            snapshot=snapshot,
+            spec=self.snapshots[snapshot],
+            env={str(k): str(v) for k, v in (body.get("env") or {}).items()},
+            labels={str(k): str(v) for k, v in (body.get("labels") or {}).items()},
+            target=body.get("target") or self.target,
+            user=body.get("user") or "daytona",
+            public=bool(body.get("public", False)),
+            network_block_all=bool(body.get("networkBlockAll", False)),
+            **intervals,
+        )
+        for directory in (sb.home, sb.tmp, sb.daemon_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        sb.last_activity = asyncio.get_running_loop().time()
+        self.sandboxes[sandbox_id] = sb
+        self._emit("sandbox.created", self._dto(sb))
+        self._later(sb, "starting", lambda: self._set_state(sb, "started", desired="started"))
+        return web.json_response(self._dto(sb), status=200)
+
+    @staticmethod
+    def _create_intervals(request: web.Request, body: dict[str, Any]) -> dict[str, int]:
+        result = {}
+        for key, attr, default, minimum in (
+            ("autoStopInterval", "auto_stop_interval", 15, 0),
+            ("autoArchiveInterval", "auto_archive_interval", 10080, 0),
+            ("autoDeleteInterval", "auto_delete_interval", -1, -1),
+        ):
+            value = body.get(key, default)
+            if not isinstance(value, int) or value < minimum:
+                raise api_error(request, 400, f"{key} must be an integer >= {minimum}")
+            result[attr] = value
+        return result
+
+    async def _list(self, request: web.Request) -> web.Response:
+        query = request.query
+        items = sorted(self.sandboxes.values(), key=lambda s: s.created_at, reverse=True)
+        if "labels" in query:
+            try:
+                wanted = json.loads(query["labels"])
+            except json.JSONDecodeError:
+                raise api_error(request, 400, "Invalid labels JSON") from None
+            if not isinstance(wanted, dict):
+                raise api_error(request, 400, "Invalid labels JSON")
+            items = [s for s in items if all(s.labels.get(k) == v for k, v in wanted.items())]
+        if "id" in query:
+            items = [s for s in items if s.id.startswith(query["id"])]
+        if "name" in query:
+            items = [s for s in items if query["name"] in s.name]
+        states = [v for raw in query.getall("states", []) for v in raw.split(",") if v]
+        if states:
+            items = [s for s in items if s.state in states]
+        try:
+            limit = int(query.get("limit", "100"))
+            offset = int(query.get("cursor") or "0")
+        except ValueError:
+            raise api_error(request, 400, "Invalid limit or cursor") from None
+        if limit < 1 or offset < 0:
+            raise api_error(request, 400, "Invalid limit or cursor")
+        page = items[offset : offset + limit]
+        next_cursor = str(offset + limit) if offset + limit < len(items) else None
+        return web.json_response(
+            {"items": [self._dto(s, list_item=True) for s in page], "nextCursor": next_cursor}
+        )
+
+    async def _get(self, request: web.Request) -> web.Response:
+        return web.json_response(self._dto(self._find(request, request.match_info["id"])))
+
+    async def _delete(self, request: web.Request) -> web.Response:
+        sb = self._find(request, request.match_info["id"])
+        if sb.state != "destroying":
+            old = sb.state
+            self._shutdown_sandbox(sb)
+            self._set_state(sb, "destroying", desired="destroyed", old=old)
+            self._later(sb, "destroying", lambda: self._destroy(sb, "destroying"))
+        return web.json_response(self._dto(sb))
+
+    async def _start(self, request: web.Request) -> web.Response:
+        sb = self._find(request, request.match_info["id"])
+        if sb.state == "started":
+            return web.json_response(self._dto(sb))
+        if sb.state not in ("stopped", "archived"):
+            raise api_error(request, 400, "State change in progress")
+        self._set_state(sb, "starting", desired="started")
+        self._later(sb, "starting", lambda: self._set_state(sb, "started"))
+        return web.json_response(self._dto(sb))
+
+    async def _stop(self, request: web.Request) -> web.Response:
+        sb = self._find(request, request.match_info["id"])
+        if sb.state != "started":
+            raise api_error(request, 400, "Sandbox is not started")
+        self._shutdown_sandbox(sb)
+        self._set_state(sb, "stopping", desired="stopped")
+
+        def finish() -> None:
+            if sb.auto_delete_interval == 0:  # ephemeral: straight to destroyed
+                self._destroy(sb, "stopping")
+            else:
+                self._set_state(sb, "stopped")
+
+        self._later(sb, "stopping", finish)
+        return web.json_response(self._dto(sb))
+
+    async def _archive(self, request: web.Request) -> web.Response:
+        sb = self._find(request, request.match_info["id"])
+        if sb.state != "stopped":
+            raise api_error(request, 400, "Sandbox is not stopped")
+        self._set_state(sb, "archiving", desired="archived")
+        self._later(sb, "archiving", lambda: self._set_state(sb, "archived"))
+        return web.json_response(self._dto(sb))
+
+    async def _labels(self, request: web.Request) -> web.Response:
+        sb = self._find(request, request.match_info["id"])
+        body = await _json_body(request, toolbox=False)
+        labels = body.get("labels")
+        if not isinstance(labels, dict):
+            raise api_error(request, 400, "labels must be an object")
+        sb.labels = {str(k): str(v) for k, v in labels.items()}
+        sb.updated_at = _now()
+        return web.json_response({"labels": dict(sb.labels)})
+
+    async def _interval(self, request: web.Request) -> web.Response:
+        sb = self._find(request, request.match_info["id"])
+        kind = request.match_info["kind"]
+        try:
+            value = int(request.match_info["n"])
+        except ValueError:
+            raise api_error(request, 400, "Validation failed (numeric string is expected)") from None
+        minimum = -1 if kind == "autodelete" else 0
+        if value < minimum:
+            raise api_error(request, 400, f"Invalid {kind} interval")
+        attr = {"autostop": "auto_stop_interval", "autoarchive": "auto_archive_interval"}.get(
+            kind, "auto_delete_interval"
+        )
+        setattr(sb, attr, value)
+        sb.updated_at = _now()
+        return web.json_response(self._dto(sb))
+
+    async def _last_activity(self, request: web.Request) -> web.Response:
+        sb = self._find(request, request.match_info["id"])
+        sb.last_activity = asyncio.get_running_loop().time()
+        return web.Response(status=201)
+
+    async def _toolbox_url(self, request: web.Request) -> web.Response:
+        self._find(request, request.match_info["id"])
+        return web.json_response({"url": self.toolbox_proxy_url})
+
+    async def _preview_url(self, request: web.Request) -> web.Response:
+        sb = self._find(request, request.match_info["id"])
+        port = request.match_info["port"]
+        return web.json_response(
+            {"sandboxId": sb.id, "url": f"http://127.0.0.1:{self.port}/preview/{port}-{sb.id}", "token": "preview-token"}
+        )
+
+    # ----------------------------------------------------------------- toolbox: common
+
+    def _toolbox_sandbox(self, request: web.Request) -> SandboxRecord:
+        """Resolve the sandbox behind a toolbox URL the way the proxy does, and bump activity."""
+        sb = self.sandboxes.get(request.match_info["sandbox_id"])
+        if sb is None or sb.state in ("destroying", "destroyed", "archived"):
+            raise proxy_error(request, 404, "sandbox container not found")
+        if sb.state != "started":
+            raise proxy_error(request, 400, NO_IP_MESSAGE)
+        sb.last_activity = asyncio.get_running_loop().time()
+        return sb
+
+    async def _spawn_process(
+        self, sb: SandboxRecord, argv: list[str], *, cwd: Path, env: dict[str, str], stdin: int
+    ) -> asyncio.subprocess.Process:
+        """Start a process in its own group (so it can be killed as a whole) and track it."""
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=str(cwd),
+            env=env,
+            stdin=stdin,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        sb.procs.add(proc)
+        return proc
+
+    async def _home_dir(self, request: web.Request) -> web.Response:
+        sb = self._toolbox_sandbox(request)
+        return web.json_response({"dir": str(sb.home)})
+
+    # ----------------------------------------------------------------- toolbox: process/execute
+
+    async def _execute(self, request: web.Request) -> web.Response:
+        sb = self._toolbox_sandbox(request)
+        body = await _json_body(request, toolbox=True)
+        command = body.get("command")
+        if not isinstance(command, str) or not command.strip():
+            raise daemon_error(request, 400, "command is required", "BAD_REQUEST")
+        cwd = sb.resolve(body["cwd"]) if body.get("cwd") else sb.home
+        if not cwd.is_dir():
+            raise daemon_error(request, 400, f"chdir {cwd}: no such file or directory", "BAD_REQUEST")
+        env = sb.base_env()
+        env.update({str(k): str(v) for k, v in (body.get("envs") or {}).items()})
+        timeout = body.get("timeout")
+        proc = await asyncio.create_subprocess_exec(
+            _shell(), "-c", command,
+            cwd=str(cwd), env=env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        sb.procs.add(proc)
+        try:
+            output, _ = await asyncio.wait_for(proc.communicate(), timeout=timeout if timeout else None)
+        except asyncio.TimeoutError:
+            _kill_group(proc.pid)
+            await proc.wait()
+            raise daemon_error(request, 408, "command execution timeout", "PROCESS_EXECUTION_TIMEOUT") from None
+        finally:
+            sb.procs.discard(proc)
+        code = proc.returncode if proc.returncode is not None and proc.returncode >= 0 else -1
+        return web.json_response({"exitCode": code, "result": output.decode("utf-8", "replace")})
+
+    # ----------------------------------------------------------------- toolbox: sessions
+
+    def _session(self, request: web.Request, sb: SandboxRecord) -> Session:
+        session = sb.sessions.get(request.match_info["session_id"])
+        if session is None:
+            raise daemon_error(request, 404, "session not found", "NOT_FOUND")
+        return session
+
+    def _command(self, request: web.Request, session: Session) -> SessionCommand:
+        command = session.commands.get(request.match_info["command_id"])
+        if command is None:
+            raise daemon_error(request, 404, "command not found", "NOT_FOUND")
+        return command
+
+    async def _session_create(self, request: web.Request) -> web.Response:
+        sb = self._toolbox_sandbox(request)
+        body = await _json_body(request, toolbox=True)
+        session_id = body.get("sessionId")
+        if not isinstance(session_id, str) or not session_id:
+            raise daemon_error(request, 400, "sessionId is required", "BAD_REQUEST")
+        if session_id in sb.sessions:
+            raise daemon_error(request, 409, "session already exists", "CONFLICT")
+        state_dir = sb.daemon_dir / "sessions" / uuid.uuid4().hex
+        state_dir.mkdir(parents=True)
+        (state_dir / "cwd").write_text(str(sb.home))
+        sb.sessions[session_id] = Session(id=session_id, state_dir=state_dir)
+        return web.Response(status=201)
+
+    async def _session_list(self, request: web.Request) -> web.Response:
+        sb = self._toolbox_sandbox(request)
+        return web.json_response([s.as_json() for s in sb.sessions.values()])
+
+    async def _session_get(self, request: web.Request) -> web.Response:
+        sb = self._toolbox_sandbox(request)
+        return web.json_response(self._session(request, sb).as_json())
+
+    async def _session_delete(self, request: web.Request) -> web.Response:
+        sb = self._toolbox_sandbox(request)
+        session = self._session(request, sb)
+        del sb.sessions[session.id]
+        session.deleted = True
+        for command in session.commands.values():
+            if command.process is not None:
+                _kill_group(command.process.pid)
+            command.log.close()
+        return web.Response(status=204)
+
+    async def _session_exec(self, request: web.Request) -> web.Response:
+        sb = self._toolbox_sandbox(request)
+        session = self._session(request, sb)
+        body = await _json_body(request, toolbox=True)
+        text = body.get("command")
+        if not isinstance(text, str) or not text.strip():
+            raise daemon_error(request, 400, "command cannot be empty", "BAD_REQUEST")
+        if session.ended:
+            raise daemon_error(request, 410, "session process has exited", "SESSION_ENDED")
+        run_async = bool(body.get("runAsync") or body.get("async"))
+        command = SessionCommand(
+            id=str(uuid.uuid4()),
+            command=text,
+            run_async=run_async,
+            suppress_input_echo=bool(body.get("suppressInputEcho")),
+        )
+        session.commands[command.id] = command
+        command.task = self._spawn(self._run_session_command(sb, session, command))
+        if run_async:
+            return web.json_response({"cmdId": command.id}, status=202)
+        while not command.log.done:
+            if session.deleted:
+                raise daemon_error(request, 400, "session cancelled", "BAD_REQUEST")
+            await command.log.changed().wait()
+        return web.json_response({"cmdId": command.id, **command.log.as_json(), "exitCode": command.exit_code})
+
+    async def _run_session_command(self, sb: SandboxRecord, session: Session, command: SessionCommand) -> None:
+        """Run one session command after the previous ones, like the daemon's session shell."""
+        async with session.lock:
+            if session.ended or session.deleted:
+                return  # the real session shell is gone: the command never runs
+            state = session.state_dir
+            (state / f"{command.id}.sh").write_text(command.command)
+            cwd = Path((state / "cwd").read_text().strip() or sb.home)
+            if not cwd.is_dir():
+                cwd = sb.home
+            proc = await self._spawn_process(
+                sb,
+                [_shell(), "-c", _session_wrapper(state, command.id)],
+                cwd=cwd,
+                env=sb.base_env(),
+                stdin=asyncio.subprocess.PIPE if command.run_async else asyncio.subprocess.DEVNULL,
+            )
+            command.process = proc
+            assert proc.stdout is not None and proc.stderr is not None
+            await asyncio.gather(
+                _label_lines(proc.stdout, STDOUT_PREFIX, command.log),
+                _label_lines(proc.stderr, STDERR_PREFIX, command.log),
+            )
+            returncode = await proc.wait()
+            sb.procs.discard(proc)
+            if proc.stdin is not None:
+                proc.stdin.close()
+            exit_file = state / f"{command.id}.exit"
+            if exit_file.exists():
+                command.exit_code = int(exit_file.read_text().strip() or "0")
+            elif returncode < 0:
+                command.exit_code = 128 - returncode  # killed by a signal, as `$?` reports it
+            else:
+                # `exit`/`exec` in a session command ends the real session shell: the exit
+                # code is never written, so followers and sync exec hang there too.
+                session.ended = True
+                log.warning(
+                    "session %s: command %s ended the session shell (exit/exec); "
+                    "the real daemon never reports its exit code",
+                    session.id,
+                    command.id,
+                )
+                return
+            command.log.finish()
+
+    async def _command_get(self, request: web.Request) -> web.Response:
+        sb = self._toolbox_sandbox(request)
+        command = self._command(request, self._session(request, sb))
+        return web.json_response(command.as_json())
+
+    async def _command_input(self, request: web.Request) -> web.Response:
+        sb = self._toolbox_sandbox(request)
+        session = self._session(request, sb)
+        if session.ended:
+            raise daemon_error(request, 410, "session process has exited", "SESSION_ENDED")
+        command = self._command(request, session)
+        if command.exit_code is not None:
+            raise daemon_error(
+                request,
+                410,
+                f"command has already completed with exit code {command.exit_code}",
+                "COMMAND_ALREADY_COMPLETED",
+            )
+        body = await _json_body(request, toolbox=True)
+        data = str(body.get("data", ""))
+        if not data.endswith("\n"):
+            data += "\n"  # the daemon ensures a newline for `read`
+        stdin = command.process.stdin if command.process is not None else None
+        if stdin is None or stdin.is_closing():
+            raise daemon_error(request, 500, "failed to open input pipe", "INTERNAL_SERVER_ERROR")
+        stdin.write(data.encode())
+        with contextlib.suppress(ConnectionError):
+            await stdin.drain()
+        if not command.suppress_input_echo:
+            command.log.append(STDOUT_PREFIX, data.encode())
+        return web.Response(status=204)
+
+    async def _command_logs(self, request: web.Request) -> web.StreamResponse:
+        sb = self._toolbox_sandbox(request)
+        command = self._command(request, self._session(request, sb))
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return web.json_response(command.log.as_json())
+        follow = request.query.get("follow") == "true"
+        return await self._stream_logs(request, sb, command.log, follow=follow)
+
+    async def _stream_logs(
+        self, request: web.Request, sb: SandboxRecord, cmd_log: CommandLog, *, follow: bool
+    ) -> web.WebSocketResponse:
+        """Replay the log, then push new bytes as lines complete; close 1000 at the end.
+
+        A reader task keeps consuming frames so aiohttp answers the client's heartbeat
+        pings (the SDK drops a socket after ~30 s without PONG)."""
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        ws._dd_transport = request.transport  # type: ignore[attr-defined]  # for abrupt drops
+        sb.websockets.add(ws)
+        reader = asyncio.ensure_future(_drain_incoming(ws))
+        offset = 0
+        try:
+            while True:
+                changed = cmd_log.changed()
+                if offset < len(cmd_log.output):
+                    chunk = bytes(cmd_log.output[offset:])
+                    offset += len(chunk)
+                    await ws.send_bytes(chunk)
+                    self.toolbox_bytes_out += len(chunk)
+                    continue
+                if cmd_log.done or cmd_log.closed or not follow:
+                    break
+                waiter = asyncio.ensure_future(changed.wait())
+                await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                if reader.done():
+                    break  # the client went away
+            await ws.close(code=1000)
+        except (ConnectionError, RuntimeError):
+            pass
+        finally:
+            reader.cancel()
+            sb.websockets.discard(ws)
+            sb.last_activity = asyncio.get_running_loop().time()
+        return ws
+
+    # ----------------------------------------------------------------- toolbox: files
+
+    async def _files_list(self, request: web.Request) -> web.Response:
+        sb = self._toolbox_sandbox(request)
+        target = sb.resolve(request.query.get("path") or str(sb.home))
+        depth = int(request.query.get("depth") or "1")
+        if not target.exists():
+            raise daemon_error(request, 404, f"file not found: {target}", "FILE_NOT_FOUND")
+        if not target.is_dir():
+            raise daemon_error(request, 400, f"not a directory: {target}", "INVALID_FILE_PATH")
+        return web.json_response(_list_dir(target, depth))
+
+    async def _files_info(self, request: web.Request) -> web.Response:
+        sb = self._toolbox_sandbox(request)
+        raw = request.query.get("path", "")
+        target = sb.resolve(raw)
+        if not raw or not target.exists():
+            raise daemon_error(request, 404, f"file not found: {raw}", "FILE_NOT_FOUND")
+        return web.json_response(_file_info(target))
+
+    async def _files_folder(self, request: web.Request) -> web.Response:
+        sb = self._toolbox_sandbox(request)
+        raw = request.query.get("path", "")
+        if not raw:
+            raise daemon_error(request, 400, "path is required", "BAD_REQUEST")
+        try:
+            mode = int(request.query.get("mode") or "755", 8)
+        except ValueError:
+            raise daemon_error(request, 400, "invalid mode", "BAD_REQUEST") from None
+        try:
+            sb.resolve(raw).mkdir(mode=mode, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise daemon_error(request, 400, str(exc), "BAD_REQUEST") from None
+        return web.Response(status=201)
+
+    async def _files_delete(self, request: web.Request) -> web.Response:
+        sb = self._toolbox_sandbox(request)
+        raw = request.query.get("path", "")
+        target = sb.resolve(raw)
+        if not raw or not (target.exists() or target.is_symlink()):
+            raise daemon_error(request, 404, f"file not found: {raw}", "FILE_NOT_FOUND")
+        if target.is_dir() and not target.is_symlink():
+            if request.query.get("recursive") != "true":
+                raise daemon_error(
+                    request, 400, "cannot delete directory without recursive flag", "BAD_REQUEST"
+                )
+            shutil.rmtree(target)
+        else:
+            target.unlink()
+        return web.Response(status=204)
+
+    async def _bulk_download(self, request: web.Request) -> web.Response:
+        sb = self._toolbox_sandbox(request)
+        body = await _json_body(request, toolbox=True)
+        paths = body.get("paths")
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise daemon_error(request, 400, "paths must be a list of strings", "BAD_REQUEST")
+        parts = [_download_part(request, sb, p) for p in paths]
+        payload = b"".join(parts) + f"--{DOWNLOAD_BOUNDARY}--\r\n".encode()
+        return web.Response(
+            status=200,
+            body=payload,
+            headers={"Content-Type": f"multipart/form-data; boundary={DOWNLOAD_BOUNDARY}"},
+        )
+
+    async def _bulk_upload(self, request: web.Request) -> web.Response:
+        sb = self._toolbox_sandbox(request)
+        try:
+            reader = await request.multipart()
+        except (AssertionError, ValueError, KeyError):
+            return web.json_response({"errors": ["request is not multipart/form-data"]}, status=400)
+        destinations: dict[str, str] = {}
+        contents: dict[str, bytes] = {}
+        async for part in reader:
+            name = part.name or ""
+            match = re.fullmatch(r"files\[(\d+)\]\.(path|file)", name)
+            if match is None:
+                continue
+            index, kind = match.groups()
+            data = bytes(await part.read())  # type: ignore[union-attr]
+            if kind == "path":
+                destinations[index] = data.decode()
+            else:
+                contents[index] = data
+                if index not in destinations and getattr(part, "filename", None):
+                    destinations[index] = urllib.parse.unquote(part.filename)  # type: ignore[union-attr]
+        return self._store_uploads(sb, destinations, contents)
+
+    @staticmethod
+    def _store_uploads(sb: SandboxRecord, destinations: dict[str, str], contents: dict[str, bytes]) -> web.Response:
+        files, errors = [], []
+        for index in sorted(contents, key=int):
+            destination = destinations.get(index)
+            if not destination:
+                errors.append(f"files[{index}]: missing path")
+                continue
+            target = sb.resolve(destination)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(contents[index])
+            except OSError as exc:
+                errors.append(f"{destination}: {exc.strerror or exc}")
+                continue
+            files.append({"path": destination, "bytes": len(contents[index])})
+        if errors:
+            return web.json_response({"files": files, "errors": errors}, status=400)
+        return web.json_response({"files": files})
+
+
+# --------------------------------------------------------------------------- module helpers
+
+
+def _session_wrapper(state: Path, command_id: str) -> str:
+    """Shell text that runs one session command the way the daemon's session shell would:
+    restore the exported env, source the command file, record `$?`, save cwd/env for the
+    next command. No exit-code file means the command ran `exit` (the shell is gone)."""
+    s = _sh_quote(str(state))
+    return (
+        f"__dd_state={s}\n"
+        'if [ -f "$__dd_state/env" ]; then . "$__dd_state/env"; fi\n'
+        '__dd_save() { pwd > "$__dd_state/cwd" 2>/dev/null; export -p > "$__dd_state/env" 2>/dev/null; }\n'
+        "trap __dd_save EXIT\n"
+        f'. "$__dd_state/{command_id}.sh"\n'
+        "__dd_ec=$?\n"
+        f'echo "$__dd_ec" > "$__dd_state/{command_id}.exit"\n'
+        'exit "$__dd_ec"\n'
+    )
+
+
+def _sh_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+async def _label_lines(stream: asyncio.StreamReader, prefix: bytes, cmd_log: CommandLog) -> None:
+    """The daemon's labeler: each complete line goes to the log with its marker as soon as it
+    arrives; a partial last line is flushed at EOF with a "\\n" appended."""
+    pending = bytearray()
+    while chunk := await stream.read(READ_CHUNK):
+        searched = len(pending)  # only the new bytes can hold a newline
+        pending += chunk
+        cut = pending.rfind(b"\n", searched)
+        if cut < 0:
+            continue
+        complete = bytes(pending[: cut + 1])
+        del pending[: cut + 1]
+        for line in complete[:-1].split(b"\n"):
+            cmd_log.append(prefix, line + b"\n")
+    if pending:
+        cmd_log.append(prefix, bytes(pending) + b"\n")
+
+
+async def _drain_incoming(ws: web.WebSocketResponse) -> None:
+    """Consume client frames so aiohttp's autoping answers heartbeat PINGs."""
+    with contextlib.suppress(Exception):
+        async for _ in ws:
+            pass
+
+
+def _download_part(request: web.Request, sb: SandboxRecord, requested: str) -> bytes:
+    """One multipart part: the file (name="file") or a daemon error (name="error"); the
+    filename echoes the requested path verbatim because the SDK matches parts by it."""
+    target = sb.resolve(requested)
+    error: tuple[int, str, str] | None = None
+    data = b""
+    if not (target.exists() or target.is_symlink()):
+        error = (404, f"file not found: {requested}", "FILE_NOT_FOUND")
+    elif target.is_dir():
+        error = (400, f"path is a directory: {requested}", "INVALID_FILE_PATH")
+    else:
+        try:
+            data = target.read_bytes()
+        except PermissionError:
+            error = (403, f"permission denied: {requested}", "FILE_ACCESS_DENIED")
+        except OSError as exc:
+            error = (500, f"failed to read file: {exc.strerror or exc}", "FILE_READ_FAILED")
+    quoted = requested.replace("\\", "\\\\").replace('"', '\\"')
+    encoded = urllib.parse.quote(requested, safe="")
+    disposition = f'filename="{quoted}"; filename*=utf-8\'\'{encoded}'
+    if error is not None:
+        status, message, code = error
+        body = _daemon_error_body(request, status, message, code)
+        body["path"] = requested
+        data = json.dumps(body).encode()
+        headers = (
+            "Content-Type: application/json; charset=utf-8\r\n"
+            f'Content-Disposition: form-data; name="error"; {disposition}\r\n'
+        )
+    else:
+        headers = (
+            "Content-Type: application/octet-stream\r\n"
+            f'Content-Disposition: form-data; name="file"; {disposition}\r\n'
+            f"Content-Length: {len(data)}\r\n"
+        )
+    return f"--{DOWNLOAD_BOUNDARY}\r\n{headers}\r\n".encode() + data + b"\r\n"
+
+
+def _go_time(moment: dt.datetime) -> str:
+    """Go's time.String() layout, which the daemon uses for the deprecated modTime."""
+    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond * 1000:09d} +0000 UTC"
+
+
+def _file_info(path: Path) -> dict[str, Any]:
+    st = path.lstat() if path.is_symlink() else path.stat()
+    modified = dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc)
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = str(st.st_uid)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return {
+        "name": path.name,
+        "path": str(path),
+        "size": st.st_size,
+        "mode": stat.filemode(st.st_mode),
+        "modTime": _go_time(modified),
+        "modifiedAt": modified.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "isDir": stat.S_ISDIR(st.st_mode),
+        "owner": owner,
+        "group": group,
+        "permissions": f"{stat.S_IMODE(st.st_mode):04o}",
+    }
+
+
+def _list_dir(directory: Path, depth: int) -> list[dict[str, Any]]:
+    entries = []
+    for child in sorted(directory.iterdir()):
+        entries.append(_file_info(child))
+        if depth > 1 and child.is_dir() and not child.is_symlink():
+            entries.extend(_list_dir(child, depth - 1))
+    return entries
+
+
+# --------------------------------------------------------------------------- pytest fixtures
+
+
+@pytest.fixture(scope="session")
+def claude_bin_dir() -> Path:
+    """Directory holding the real Claude Code CLI (installed once into a cache)."""
+    from tests.claude_cli import ensure_claude_cli
+
+    return ensure_claude_cli()
+
+
+@pytest_asyncio.fixture
+async def daytona_double(claude_bin_dir: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[DaytonaDouble]:
+    """A started double whose default snapshot "daytona-small" has `claude` on its PATH.
+
+    NO_PROXY is set because the SDK's aiohttp session uses trust_env=True."""
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    double = DaytonaDouble(snapshots={"daytona-small": SnapshotSpec(path=[str(claude_bin_dir)])})
+    await double.start()
+    try:
+        yield double
+    finally:
+        await double.stop()
