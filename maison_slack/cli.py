@@ -1,0 +1,196 @@
+"""`maison-cli`: chat with Claude Code running in a Daytona sandbox, from a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import os
+import sys
+from typing import TextIO
+
+from maison_slack.core.errors import MaisonError
+from maison_slack.core.events import StreamEvent, tool_summary
+from maison_slack.core.maison import Maison
+from maison_slack.core.sandbox import MaisonSandbox
+
+EXIT_OK, EXIT_RUN_FAILED, EXIT_CONFIG = 0, 1, 2
+QUIT_WORDS = {"quit", "exit", ":q"}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="maison-cli", description="Run Claude Code in a Daytona sandbox.")
+    parser.add_argument("-p", "--prompt", help="run one prompt and exit (default: interactive chat)")
+    parser.add_argument("--instructions", help="text appended to Claude Code's system prompt")
+    parser.add_argument("--snapshot", default="daytona-small", help="Daytona snapshot (default: %(default)s)")
+    parser.add_argument("--debug", action="store_true", help="print every raw event")
+    return parser.parse_args(argv)
+
+
+def missing_configuration(env: dict[str, str]) -> list[str]:
+    missing = []
+    if not env.get("DAYTONA_API_KEY") and not (env.get("DAYTONA_JWT_TOKEN") and env.get("DAYTONA_ORGANIZATION_ID")):
+        missing.append("DAYTONA_API_KEY")
+    if not env.get("ANTHROPIC_API_KEY"):
+        missing.append("ANTHROPIC_API_KEY")
+    return missing
+
+
+class Terminal:
+    """Renders events: text as it streams, tool calls as short lines, errors on stderr."""
+
+    def __init__(self, out: TextIO, err: TextIO, debug: bool) -> None:
+        self.out, self.err, self.debug = out, err, debug
+        self.color = out.isatty()
+        self._at_line_start = True
+
+    def _write(self, text: str) -> None:
+        if text:
+            self.out.write(text)
+            self.out.flush()
+            self._at_line_start = text.endswith("\n")
+
+    def _line(self, text: str) -> None:
+        if not self._at_line_start:
+            self._write("\n")
+        self._write(text + "\n")
+
+    def _dim(self, text: str) -> str:
+        return f"\033[2m{text}\033[0m" if self.color else text
+
+    def show(self, event: StreamEvent) -> None:
+        if self.debug:
+            print(f"[{event.type}] {event.data}", file=self.err, flush=True)
+        if event.type == "text":
+            self._write(event.content)
+        elif event.type == "thinking" and self.color:
+            self._write(self._dim(event.content))
+        elif event.type == "tool_use":
+            summary = tool_summary(event.data.get("input"))
+            self._line(self._dim(f"▸ {event.content}" + (f": {summary}" if summary else "")))
+        elif event.type == "result":
+            self.result(event)
+        elif event.type == "stderr" and self.debug:
+            print(f"[stderr] {event.content}", file=self.err, flush=True)
+
+    def result(self, event: StreamEvent) -> None:
+        if not self._at_line_start:
+            self._write("\n")
+        data = event.data
+        if event.is_error:
+            print(f"maison-cli: the run failed: {event.content or data.get('subtype')}", file=self.err, flush=True)
+        parts = []
+        if isinstance(data.get("duration_ms"), (int, float)):
+            parts.append(f"{data['duration_ms'] / 1000:.1f}s")
+        if isinstance(data.get("num_turns"), int):
+            parts.append(f"{data['num_turns']} turn{'s' if data['num_turns'] != 1 else ''}")
+        if isinstance(data.get("total_cost_usd"), (int, float)):
+            parts.append(f"${data['total_cost_usd']:.4f}")
+        if parts:
+            print(self._dim("(" + " · ".join(parts) + ")"), file=self.err, flush=True)
+
+
+@contextlib.asynccontextmanager
+async def spinner(message: str, stream: TextIO):
+    """Show that something is happening while the sandbox is created."""
+    if not stream.isatty():
+        print(f"{message}…", file=stream, flush=True)
+        yield lambda text: print(f"  {text}", file=stream, flush=True)
+        return
+    status = [message]
+
+    async def spin() -> None:
+        for frame in itertools.cycle("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"):
+            stream.write(f"\r\033[K{frame} {status[0]}…")
+            stream.flush()
+            await asyncio.sleep(0.1)
+
+    task = asyncio.create_task(spin())
+    try:
+        yield lambda text: status.__setitem__(0, text)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        stream.write("\r\033[K")
+        stream.flush()
+
+
+async def read_line(prompt: str) -> str | None:
+    """Read one line from stdin without blocking the event loop; None at end of input."""
+    sys.stdout.write(prompt)
+    sys.stdout.flush()
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[str] = loop.create_future()
+
+    def on_readable() -> None:
+        if not future.done():
+            future.set_result(sys.stdin.readline())
+
+    loop.add_reader(sys.stdin.fileno(), on_readable)
+    try:
+        line = await future
+    finally:
+        loop.remove_reader(sys.stdin.fileno())
+    return line.rstrip("\n") if line else None
+
+
+async def run_prompt(sandbox: MaisonSandbox, terminal: Terminal, prompt: str, instructions: str | None,
+                     continue_conversation: bool) -> bool:
+    """Stream one prompt; returns whether the run succeeded."""
+    ok = True
+    stream = sandbox.stream(prompt, instructions=instructions, continue_conversation=continue_conversation)
+    try:
+        async for event in stream:
+            terminal.show(event)
+            if event.type == "result":
+                ok = not event.is_error
+    finally:
+        await stream.aclose()
+    return ok
+
+
+async def chat(args: argparse.Namespace) -> int:
+    terminal = Terminal(sys.stdout, sys.stderr, args.debug)
+    async with spinner("Creating a sandbox", sys.stderr) as progress:
+        sandbox = await Maison.create_sandbox_for_claude(snapshot=args.snapshot, on_progress=progress)
+    print(f"Sandbox {sandbox.id} ready.", file=sys.stderr, flush=True)
+    try:
+        if args.prompt is not None:
+            ok = await run_prompt(sandbox, terminal, args.prompt, args.instructions, False)
+            return EXIT_OK if ok else EXIT_RUN_FAILED
+        print("Type a message for Claude; 'quit' or Ctrl+C deletes the sandbox and exits.", file=sys.stderr)
+        turns = 0
+        while True:
+            line = await read_line("\nYou: ")
+            if line is None or line.strip().lower() in QUIT_WORDS:
+                return EXIT_OK
+            if not line.strip():
+                continue
+            await run_prompt(sandbox, terminal, line, args.instructions, continue_conversation=turns > 0)
+            turns += 1
+    finally:
+        print("\nDeleting the sandbox…", file=sys.stderr, flush=True)
+        await asyncio.shield(sandbox.close())
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    missing = missing_configuration(dict(os.environ))
+    if missing:
+        print(f"maison-cli: missing configuration: {', '.join(missing)} (set them in the environment)",
+              file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+    try:
+        code = asyncio.run(chat(args))
+    except KeyboardInterrupt:
+        code = 130
+    except (MaisonError, ValueError) as exc:
+        print(f"maison-cli: error: {exc}", file=sys.stderr)
+        code = EXIT_RUN_FAILED
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

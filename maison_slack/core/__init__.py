@@ -1,0 +1,1 @@
+"""The Maison core: Claude Code in a Daytona sandbox. Knows nothing of Slack."""

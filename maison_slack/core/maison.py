@@ -1,0 +1,218 @@
+"""`Maison`: create (or re-attach to) a Daytona sandbox that runs Claude Code."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from daytona import AsyncDaytona, CreateSandboxFromSnapshotParams, DaytonaConfig, DaytonaError, ListSandboxesQuery
+
+from maison_slack.core.daytona_calls import call, translate
+from maison_slack.core.errors import InstallError, MaisonError, SandboxGoneError
+from maison_slack.core.sandbox import MaisonSandbox
+
+logger = logging.getLogger(__name__)
+
+#: The Claude Code version installed into sandboxes that lack it (exact: see README).
+CLAUDE_CODE_VERSION = "2.1.332"
+
+#: Label that marks a sandbox as created by maison-slack (the reaper looks for it).
+APP_LABEL = ("app", "maison-slack")
+
+#: Host variables forwarded into new sandboxes when set (Claude Code's own configuration).
+FORWARDED_ENV_PREFIXES = ("ANTHROPIC_", "CLAUDE_CODE_")
+FORWARDED_ENV_NAMES = ("API_TIMEOUT_MS", "MAX_THINKING_TOKENS", "DISABLE_TELEMETRY", "DISABLE_AUTOUPDATER")
+
+#: Always set: bypass-permissions is refused as root without IS_SANDBOX=1.
+SANDBOX_ENV = {"IS_SANDBOX": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
+
+INSTALL_SCRIPT = (
+    "if command -v claude >/dev/null 2>&1; then claude --version; exit 0; fi; "
+    "if ! command -v npm >/dev/null 2>&1; then "
+    "  echo 'Installing Node.js'; "
+    "  (curl -fsSL https://deb.nodesource.com/setup_22.x | sudo -E bash - && sudo apt-get install -y nodejs) || exit 1; "
+    "fi; "
+    "echo 'Installing Claude Code {version}'; "
+    "npm install -g --no-audit --no-fund @anthropic-ai/claude-code@{version} "
+    "|| sudo npm install -g --no-audit --no-fund @anthropic-ai/claude-code@{version} || exit 1; "
+    "claude --version"
+)
+
+ProgressCallback = Callable[[str], None]
+
+
+def sandbox_env(api_key: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a new sandbox gets: the key, Claude Code settings from this host, extras."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if value and (name.startswith(FORWARDED_ENV_PREFIXES) or name in FORWARDED_ENV_NAMES)
+    }
+    env.update(SANDBOX_ENV)
+    env["ANTHROPIC_API_KEY"] = api_key
+    env.update(extra or {})
+    return env
+
+
+def _tail(text: str, lines: int = 20) -> str:
+    return "\n".join((text or "").strip().splitlines()[-lines:])[-3000:]
+
+
+class Maison:
+    """Entry points of the library; every method is a static coroutine."""
+
+    @staticmethod
+    async def create_sandbox_for_claude(
+        *,
+        anthropic_api_key: str | None = None,
+        snapshot: str = "daytona-small",
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        env_vars: Mapping[str, str] | None = None,
+        auto_stop_interval: int = 15,
+        auto_delete_interval: int = 24 * 60,
+        daytona: AsyncDaytona | None = None,
+        daytona_config: DaytonaConfig | None = None,
+        claude_code_version: str = CLAUDE_CODE_VERSION,
+        create_timeout: float = 180,
+        install_timeout: int = 900,
+        run_timeout: float | None = None,
+        model: str | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> MaisonSandbox:
+        """Create a sandbox with Claude Code installed and return it, ready to `stream()`.
+
+        The API key (default `$ANTHROPIC_API_KEY`) goes into the sandbox's environment, never a
+        command line. Intervals are in minutes: the sandbox stops after `auto_stop_interval`
+        idle minutes and is deleted `auto_delete_interval` minutes after stopping, a safety
+        net should the caller never `close()` it. Raises `ValueError` without a key (before
+        anything is created) and `InstallError` (a `RuntimeError`) when the install fails,
+        after deleting the sandbox.
+        """
+        api_key = anthropic_api_key or os.environ.get("ANTHROPIC_API_KEY", "")
+        if not api_key:
+            raise ValueError("An Anthropic API key is required: pass anthropic_api_key= or set ANTHROPIC_API_KEY.")
+        progress = on_progress or (lambda message: None)
+        owns_client = daytona is None
+        client = daytona or _client(daytona_config)
+        try:
+            progress("Creating the sandbox")
+            params = CreateSandboxFromSnapshotParams(
+                snapshot=snapshot,
+                name=name,
+                labels={**(labels or {}), APP_LABEL[0]: APP_LABEL[1]},
+                env_vars=sandbox_env(api_key, env_vars),
+                auto_stop_interval=auto_stop_interval,
+                auto_delete_interval=auto_delete_interval,
+            )
+            raw = await call(
+                "Creating a Daytona sandbox", lambda: client.create(params, timeout=create_timeout), retry=False
+            )
+            sandbox = MaisonSandbox(raw, client, owns_client=owns_client, run_timeout=run_timeout, model=model)
+        except BaseException:
+            if owns_client:
+                await client.close()
+            raise
+        try:
+            progress("Checking for Claude Code")
+            await _install_claude(sandbox, claude_code_version, install_timeout, progress)
+        except BaseException:
+            await _discard(sandbox)
+            raise
+        return sandbox
+
+    @staticmethod
+    async def attach(
+        sandbox_id: str,
+        *,
+        daytona: AsyncDaytona | None = None,
+        daytona_config: DaytonaConfig | None = None,
+        claude_session_id: str | None = None,
+        run_timeout: float | None = None,
+        model: str | None = None,
+        start_timeout: float = 120,
+    ) -> MaisonSandbox:
+        """Re-attach to an existing sandbox by id, starting it if Daytona stopped it.
+
+        Raises `SandboxGoneError` if it no longer exists (or is being destroyed).
+        """
+        owns_client = daytona is None
+        client = daytona or _client(daytona_config)
+        try:
+            raw = await call(f"Finding sandbox {sandbox_id}", lambda: client.get(sandbox_id))
+            state = str(getattr(raw.state, "value", raw.state))
+            if state in ("destroyed", "destroying", "error", "build_failed"):
+                raise SandboxGoneError(f"Sandbox {sandbox_id} is {state}")
+            if state != "started":
+                logger.info("Starting sandbox %s (was %s)", sandbox_id, state)
+                await call(f"Starting sandbox {sandbox_id}", lambda: raw.start(timeout=start_timeout))
+        except BaseException:
+            if owns_client:
+                await client.close()
+            raise
+        return MaisonSandbox(
+            raw, client, owns_client=owns_client, claude_session_id=claude_session_id,
+            run_timeout=run_timeout, model=model,
+        )
+
+
+    @staticmethod
+    async def list_sandboxes(labels: Mapping[str, str], *, daytona: AsyncDaytona) -> list[SandboxInfo]:
+        """Sandboxes carrying all of `labels` (always including this project's label)."""
+        query = ListSandboxesQuery(labels={**labels, APP_LABEL[0]: APP_LABEL[1]}, limit=100)
+
+        async def collect() -> list[SandboxInfo]:
+            found = []
+            async for item in daytona.list(query):
+                state = str(getattr(item.state, "value", item.state))
+                found.append(SandboxInfo(item.id, dict(item.labels or {}), state))
+            return found
+
+        return await call("Listing sandboxes", collect)
+
+    @staticmethod
+    async def delete_sandbox(sandbox_id: str, *, daytona: AsyncDaytona) -> bool:
+        """Delete a sandbox by id; False if it was already gone."""
+        try:
+            raw = await call(f"Finding sandbox {sandbox_id}", lambda: daytona.get(sandbox_id))
+            await call(f"Deleting sandbox {sandbox_id}", lambda: daytona.delete(raw))
+        except SandboxGoneError:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class SandboxInfo:
+    id: str
+    labels: dict[str, str]
+    state: str
+
+
+def _client(config: DaytonaConfig | None) -> AsyncDaytona:
+    try:
+        return AsyncDaytona(config)
+    except DaytonaError as exc:
+        raise translate(exc, "Connecting to Daytona") from exc
+
+
+async def _install_claude(sandbox: MaisonSandbox, version: str, timeout: int, progress: ProgressCallback) -> None:
+    """Install Node.js and Claude Code only where missing (a snapshot may ship them)."""
+    try:
+        exit_code, output = await sandbox.run_setup(INSTALL_SCRIPT.format(version=version), timeout=timeout)
+    except MaisonError as exc:
+        raise InstallError(f"Could not install Claude Code in sandbox {sandbox.id}: {exc}") from exc
+    if exit_code != 0:
+        raise InstallError(
+            f"Could not install Claude Code in sandbox {sandbox.id} (exit {exit_code}):\n{_tail(output)}"
+        )
+    progress(f"Claude Code ready ({_tail(output, 1)})")
+
+
+async def _discard(sandbox: MaisonSandbox) -> None:
+    """Delete a sandbox we could not finish setting up, never masking the original error."""
+    try:
+        await sandbox.close()
+    except MaisonError as exc:
+        logger.error("Could not delete sandbox %s after a failed setup: %s", sandbox.id, exc)

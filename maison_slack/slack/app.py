@@ -1,0 +1,105 @@
+"""`maison-slack`: the Socket Mode app. This file only builds the parts and wires them up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from maison_slack.slack import listeners
+from maison_slack.slack.bot import Bot
+from maison_slack.slack.config import ConfigError, Settings, load_settings
+from maison_slack.slack.conversations import Conversations, UserNames
+from maison_slack.slack.reaper import Reaper
+from maison_slack.slack.reply import EditBudget
+from maison_slack.slack.sandboxes import Sandboxes
+from maison_slack.storage import Store
+
+logger = logging.getLogger("maison_slack")
+
+
+class MaisonApp:
+    """The running bot: Bolt app, Socket Mode connection, conversations and reaper."""
+
+    def __init__(self, settings: Settings, store: Store, client: AsyncWebClient) -> None:
+        self.settings = settings
+        self.store = store
+        self.sandboxes = Sandboxes(settings)
+        users = UserNames(client)
+        self.conversations = Conversations(
+            settings=settings, store=store, client=client, sandboxes=self.sandboxes, users=users,
+            budget=EditBudget(settings.edits_per_minute),
+        )
+        self.reaper = Reaper(store=store, sandboxes=self.sandboxes, conversations=self.conversations, client=client,
+                             idle_timeout=settings.idle_timeout, interval=settings.reap_interval)
+        self.app = AsyncApp(client=client)
+        listeners.register(self.app, Bot(settings, store, self.conversations, self.sandboxes, users))
+        self.handler = AsyncSocketModeHandler(self.app, app_token=settings.slack_app_token)
+
+    @classmethod
+    async def start(cls, settings: Settings) -> "MaisonApp":
+        """Open the database, recover from a restart, start the reaper, connect to Slack."""
+        store = await Store.open(settings.db_path)
+        client = AsyncWebClient(
+            token=settings.slack_bot_token,
+            base_url=settings.slack_api_url,
+            retry_handlers=[
+                AsyncConnectionErrorRetryHandler(),
+                AsyncRateLimitErrorRetryHandler(max_retry_count=5),
+                AsyncServerErrorRetryHandler(max_retry_count=2),
+            ],
+        )
+        bot = cls(settings, store, client)
+        await bot.conversations.recover_interrupted()
+        bot.reaper.start()
+        await bot.handler.connect_async()
+        logger.info("maison-slack is connected (database %s)", settings.db_path)
+        return bot
+
+    async def stop(self) -> None:
+        """Disconnect first (no new work), then end runs, the reaper and connections."""
+        await self.handler.close_async()
+        await self.reaper.stop()
+        await self.conversations.close()
+        await self.sandboxes.close()
+        await self.store.close()
+
+
+async def serve(settings: Settings) -> None:
+    bot = await MaisonApp.start(settings)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await stopping.wait()
+    finally:
+        logger.info("Shutting down")
+        await bot.stop()
+
+
+def main() -> None:
+    try:
+        settings = load_settings(os.environ)
+    except ConfigError as exc:
+        print("maison-slack: cannot start, the configuration has problems:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        print("Set these environment variables (see README.md) and start again.", file=sys.stderr)
+        sys.exit(2)
+    logging.basicConfig(level=os.environ.get("MAISON_LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(settings))

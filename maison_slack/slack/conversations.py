@@ -1,0 +1,424 @@
+"""Threads as shared Claude Code conversations.
+
+Each Slack thread with a session has one sandbox and one Claude conversation. Everything that
+uses a thread's sandbox runs through the thread's job queue, one job at a time, so two runs
+never execute at once in one sandbox and queued prompts run in the order they arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from maison_slack.core.errors import MaisonError, SandboxGoneError, SandboxStoppedError
+from maison_slack.core.events import StreamEvent
+from maison_slack.core.sandbox import MaisonSandbox
+from maison_slack.slack.config import Settings
+from maison_slack.slack.render import Redactor, footer, tool_status
+from maison_slack.slack.reply import EditBudget, LiveReply
+from maison_slack.slack.sandboxes import Sandboxes, thread_label
+from maison_slack.storage import DONE, FAILED, INTERRUPTED, QUEUED, STOPPED, Store
+
+logger = logging.getLogger(__name__)
+
+QUEUED_REACTION = "hourglass_flowing_sand"
+MAX_ATTACHMENT_BYTES = 50 * 1024 * 1024
+
+NOTES = {
+    "reaped": "This thread's sandbox was deleted after being idle, so this is a fresh one: earlier context is gone.",
+    "gone": "This thread's sandbox no longer exists (it was deleted outside the bot), so this is a fresh one: "
+            "earlier context is gone.",
+}
+
+Job = Callable[[], Awaitable[None]]
+ThreadKey = tuple[str, str]
+
+
+@dataclass
+class Prompt:
+    """A message from a person that Claude should answer."""
+
+    channel: str
+    thread_ts: str
+    user: str
+    text: str
+    message_ts: str
+    files: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Thread:
+    """What the bot holds in memory about a thread while it is in use."""
+
+    queue: asyncio.Queue[Job] = field(default_factory=asyncio.Queue)
+    worker: asyncio.Task[None] | None = None
+    sandbox: MaisonSandbox | None = None
+    run_id: int | None = None
+    queued: int = 0
+    stopped_by: str | None = None
+
+
+class UserNames:
+    """Display names for attribution, from `users.info`, cached."""
+
+    def __init__(self, client: AsyncWebClient) -> None:
+        self._client = client
+        self._names: dict[str, str] = {}
+
+    async def name(self, user_id: str) -> str:
+        if user_id not in self._names:
+            try:
+                user = (await self._client.users_info(user=user_id))["user"]
+                profile = user.get("profile") or {}
+                self._names[user_id] = profile.get("display_name") or user.get("real_name") or user.get("name") or user_id
+            except SlackApiError as exc:
+                logger.warning("users.info %s failed: %s", user_id, exc)
+                return user_id
+        return self._names[user_id]
+
+    def known(self) -> dict[str, str]:
+        return dict(self._names)
+
+
+def describe_error(exc: BaseException) -> str:
+    if isinstance(exc, MaisonError):
+        return str(exc)
+    return f"Something went wrong inside maison-slack ({type(exc).__name__}: {exc})."
+
+
+class Conversations:
+    """Runs prompts in their thread's sandbox and streams the answers into Slack."""
+
+    def __init__(self, *, settings: Settings, store: Store, client: AsyncWebClient, sandboxes: Sandboxes,
+                 users: UserNames, budget: EditBudget) -> None:
+        self._settings = settings
+        self._store = store
+        self._client = client
+        self._sandboxes = sandboxes
+        self._users = users
+        self._budget = budget
+        self._redactor = Redactor(settings.secrets())
+        self._threads: dict[ThreadKey, _Thread] = {}
+        self._creating: set[str] = set()
+
+    # -- what the listeners call -------------------------------------------------------------
+
+    async def submit(self, prompt: Prompt) -> None:
+        """Queue a prompt in its thread; it runs after whatever the thread is already doing."""
+        key = (prompt.channel, prompt.thread_ts)
+        await self._store.create_session(prompt.channel, prompt.thread_ts, prompt.user)
+        await self._store.add_participant(prompt.channel, prompt.thread_ts, prompt.user)
+        run_id = await self._store.add_run(prompt.channel, prompt.thread_ts, prompt.user, prompt.message_ts)
+        thread = self._threads.setdefault(key, _Thread())
+        if self.busy(key):
+            await self._react(prompt.channel, prompt.message_ts, QUEUED_REACTION)
+        thread.queued += 1
+        self._enqueue(key, lambda: self._run(key, run_id, prompt))
+
+    def busy(self, key: ThreadKey) -> bool:
+        thread = self._threads.get(key)
+        return thread is not None and (thread.run_id is not None or thread.queued > 0)
+
+    async def stop(self, key: ThreadKey, user: str) -> bool:
+        """Stop the thread's running Claude process; queued prompts still run."""
+        thread = self._threads.get(key)
+        if thread is None or thread.run_id is None:
+            return False
+        thread.stopped_by = user
+        if thread.sandbox is not None:
+            await thread.sandbox.cancel(f"stopped by {user}")
+        return True
+
+    async def stop_run(self, run_id: int, user: str) -> bool:
+        for key, thread in self._threads.items():
+            if thread.run_id == run_id:
+                return await self.stop(key, user)
+        return False
+
+    async def reset(self, key: ThreadKey, user: str) -> None:
+        """Delete the thread's sandbox (after stopping its run); the next message starts fresh."""
+        await self.stop(key, user)
+        self._enqueue(key, lambda: self._reset(key, user))
+
+    async def send_file(self, key: ThreadKey, path: str) -> None:
+        """Upload a file from the thread's sandbox into the thread."""
+        channel, thread_ts = key
+        try:
+            sandbox = await self._sandbox_if_any(key)
+            if sandbox is None:
+                await self._say(key, "This thread has no sandbox yet, so there is no file to fetch.")
+                return
+            data = await sandbox.read_bytes(path)
+        except FileNotFoundError:
+            await self._say(key, f"There is no file `{path}` in the sandbox.")
+            return
+        except MaisonError as exc:
+            await self._say(key, f":warning: Could not read `{path}`: {exc}")
+            return
+        data = self._redact_bytes(data)
+        name = path.rstrip("/").rsplit("/", 1)[-1] or "file"
+        try:
+            await self._client.files_upload_v2(channel=channel, thread_ts=thread_ts, content=data, filename=name,
+                                               title=name, initial_comment=f"`{path}` from the sandbox")
+        except SlackApiError as exc:
+            await self._say(key, f":warning: Could not upload `{path}` to Slack: {exc.response.get('error')}")
+
+    def describe(self, key: ThreadKey) -> str | None:
+        """"running", "running, 2 queued"…, or None when the thread is idle."""
+        thread = self._threads.get(key)
+        if thread is None or not self.busy(key):
+            return None
+        parts = ["running"] if thread.run_id is not None else []
+        if thread.queued:
+            parts.append(f"{thread.queued} queued")
+        return ", ".join(parts)
+
+    def counts(self) -> dict[str, int]:
+        running = sum(1 for t in self._threads.values() if t.run_id is not None)
+        queued = sum(t.queued for t in self._threads.values())
+        return {"running": running, "queued": queued}
+
+    def forget_sandbox(self, key: ThreadKey) -> None:
+        """The sandbox was deleted elsewhere (the reaper): attach or create anew next time."""
+        thread = self._threads.get(key)
+        if thread is not None:
+            thread.sandbox = None
+
+    def creating_labels(self) -> set[str]:
+        """Thread labels of sandboxes being created right now (not yet in SQLite)."""
+        return set(self._creating)
+
+    async def recover_interrupted(self) -> None:
+        """After a restart: mark runs that were cut off as interrupted, where people see them."""
+        for run in await self._store.live_runs():
+            await self._store.finish_run(run.id, INTERRUPTED, error="the bot restarted")
+            text = ":warning: This run was interrupted because the bot restarted. Send your message again to retry."
+            try:
+                if run.reply_ts:
+                    await self._client.chat_update(channel=run.channel, ts=run.reply_ts, text=text, blocks=[
+                        {"type": "section", "text": {"type": "mrkdwn", "text": text}}])
+                elif run.state == QUEUED:
+                    await self._say((run.channel, run.thread_ts), text)
+            except SlackApiError as exc:
+                logger.warning("Could not mark run %s as interrupted in Slack: %s", run.id, exc)
+
+    async def close(self) -> None:
+        """Cancel every worker; their runs are killed and marked interrupted."""
+        workers = [t.worker for t in self._threads.values() if t.worker is not None and not t.worker.done()]
+        for worker in workers:
+            worker.cancel()
+        for worker in workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+
+    # -- the thread's job queue --------------------------------------------------------------
+
+    def _enqueue(self, key: ThreadKey, job: Job) -> None:
+        thread = self._threads.setdefault(key, _Thread())
+        thread.queue.put_nowait(job)
+        if thread.worker is None or thread.worker.done():
+            thread.worker = asyncio.create_task(self._work(key, thread), name=f"thread-{key[0]}-{key[1]}")
+
+    async def _work(self, key: ThreadKey, thread: _Thread) -> None:
+        while not thread.queue.empty():
+            job = thread.queue.get_nowait()
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a job reports its own failures; this is a bug, keep serving
+                logger.exception("A job of thread %s failed", key)
+
+    # -- one run -----------------------------------------------------------------------------
+
+    async def _run(self, key: ThreadKey, run_id: int, prompt: Prompt) -> None:
+        thread = self._threads[key]
+        thread.queued -= 1
+        thread.run_id, thread.stopped_by = run_id, None
+        reply = LiveReply(self._client, prompt.channel, prompt.thread_ts, run_id=run_id, budget=self._budget,
+                          redactor=self._redactor, min_interval=self._settings.edit_interval)
+        state, error, usage = FAILED, None, {}
+        try:
+            await self._unreact(prompt.channel, prompt.message_ts, QUEUED_REACTION)
+            await reply.start("Starting…")
+            await self._store.start_run(run_id, reply.ts or "")
+            sandbox = await self._sandbox_for(key, reply)
+            text = await self._prompt_text(prompt, sandbox)
+            if thread.stopped_by:  # stopped while the sandbox was being prepared
+                state = STOPPED
+                await reply.finish(f":octagonal_sign: Stopped by <@{thread.stopped_by}>")
+                return
+            reply.set_status("Thinking…")
+            result = await self._stream(sandbox, text, reply)
+            if sandbox.claude_session_id:
+                await self._store.set_claude_session(prompt.channel, prompt.thread_ts, sandbox.claude_session_id)
+            state, error, usage = await self._conclude(reply, result, thread.stopped_by)
+        except asyncio.CancelledError:
+            state, error = INTERRUPTED, "the bot is shutting down"
+            await asyncio.shield(reply.finish("", error="Interrupted: the bot is shutting down. Send your message again later."))
+            raise
+        except (MaisonError, SlackApiError, aiohttp.ClientError, OSError) as exc:
+            if isinstance(exc, (SandboxGoneError, SandboxStoppedError)):
+                thread.sandbox = None  # attach (and start) it again next time
+            error = f"Slack error: {exc.response.get('error')}" if isinstance(exc, SlackApiError) else describe_error(exc)
+            logger.warning("Run %s failed: %s", run_id, error)
+            await reply.finish("", error=error)
+        except Exception as exc:
+            logger.exception("Run %s crashed", run_id)
+            error = describe_error(exc)
+            await reply.finish("", error=error)
+        finally:
+            thread.run_id = None
+            await asyncio.shield(self._store.finish_run(run_id, state, error=error, **usage))
+            await asyncio.shield(self._store.touch(prompt.channel, prompt.thread_ts))
+
+    async def _stream(self, sandbox: MaisonSandbox, text: str, reply: LiveReply) -> StreamEvent | None:
+        result: StreamEvent | None = None
+        events = sandbox.stream(text, instructions=self._settings.instructions,
+                                continue_conversation=sandbox.claude_session_id is not None)
+        try:
+            async for event in events:
+                if event.type == "text":
+                    reply.append(event.content)
+                    reply.set_status("Writing…")
+                elif event.type in ("thinking", "tool_result"):
+                    reply.set_status("Thinking…")
+                elif event.type == "tool_use":
+                    reply.set_status(tool_status(event.content, event.data.get("input") or {}))
+                elif event.type == "result":
+                    result = event
+        finally:
+            await events.aclose()
+        return result
+
+    async def _conclude(self, reply: LiveReply, result: StreamEvent | None,
+                        stopped_by: str | None) -> tuple[str, str | None, dict[str, Any]]:
+        """Write the final state of the reply; returns (run state, error, usage for SQLite)."""
+        if result is None:
+            await reply.finish("", error="Claude Code ended without a result.")
+            return FAILED, "no result", {}
+        data = result.data
+        usage = {"cost_usd": data.get("total_cost_usd"), "duration_ms": data.get("duration_ms"),
+                 "num_turns": data.get("num_turns")}
+        stats = footer(usage["duration_ms"], usage["num_turns"], usage["cost_usd"])
+        if data.get("subtype") == "cancelled":
+            who = f" by <@{stopped_by}>" if stopped_by else ""
+            await reply.finish(" · ".join(filter(None, [f":octagonal_sign: Stopped{who}", stats])))
+            return STOPPED, None, usage
+        if result.is_error:
+            error = f"Claude Code reported an error: {result.content or data.get('subtype')}"
+            await reply.finish(stats, error=error)
+            return FAILED, error, usage
+        await reply.finish(":white_check_mark: " + stats if stats else ":white_check_mark: Done")
+        return DONE, None, usage
+
+    async def _sandbox_if_any(self, key: ThreadKey) -> MaisonSandbox | None:
+        thread = self._threads.setdefault(key, _Thread())
+        if thread.sandbox is None:
+            session = await self._store.get_session(*key)
+            if session is None or session.sandbox_id is None:
+                return None
+            thread.sandbox = await self._sandboxes.attach(session.sandbox_id, session.claude_session_id)
+        return thread.sandbox
+
+    async def _sandbox_for(self, key: ThreadKey, reply: LiveReply) -> MaisonSandbox:
+        """The thread's sandbox: the one in memory, re-attached from SQLite, or a new one."""
+        thread = self._threads[key]
+        if thread.sandbox is not None:
+            return thread.sandbox
+        session = await self._store.get_session(*key)
+        assert session is not None
+        note = NOTES.get(session.context_note or "")
+        if session.sandbox_id:
+            reply.set_status("Waking up the sandbox…")
+            try:
+                thread.sandbox = await self._sandboxes.attach(session.sandbox_id, session.claude_session_id)
+                return thread.sandbox
+            except SandboxGoneError:
+                note = NOTES["gone"]
+        reply.set_status("Creating a sandbox…")
+        label = thread_label(*key)
+        self._creating.add(label)
+        try:
+            sandbox = await self._sandboxes.create(*key)
+            await self._store.set_sandbox(*key, sandbox.id)
+        finally:
+            self._creating.discard(label)
+        if note:
+            reply.notice(note)
+        thread.sandbox = sandbox
+        return sandbox
+
+    async def _prompt_text(self, prompt: Prompt, sandbox: MaisonSandbox) -> str:
+        """The prompt as Claude sees it: who is asking (in shared threads) and attached files."""
+        text = prompt.text
+        session = await self._store.get_session(prompt.channel, prompt.thread_ts)
+        if session is not None and len(session.participants) > 1:
+            text = f"Message from {await self._users.name(prompt.user)} (<@{prompt.user}>):\n{text}"
+        paths = []
+        for file in prompt.files:
+            path = await self._copy_attachment(file, sandbox)
+            if path:
+                paths.append(path)
+        if paths:
+            text += "\n\nAttached files, copied into the sandbox: " + ", ".join(paths)
+        return text
+
+    async def _copy_attachment(self, file: dict[str, Any], sandbox: MaisonSandbox) -> str | None:
+        url = file.get("url_private_download") or file.get("url_private")
+        if not url or (file.get("size") or 0) > MAX_ATTACHMENT_BYTES:
+            return None
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", file.get("name") or file.get("id") or "file").strip("._") or "file"
+        headers = {"Authorization": f"Bearer {self._settings.slack_bot_token}"}
+        async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
+            response.raise_for_status()
+            data = await response.read()
+        path = f"uploads/{name}"
+        await sandbox.write_file(path, data)
+        return path
+
+    async def _reset(self, key: ThreadKey, user: str) -> None:
+        thread = self._threads[key]
+        session = await self._store.get_session(*key)
+        if session is None or session.sandbox_id is None:
+            await self._say(key, "This thread has no sandbox to reset.")
+            return
+        try:
+            await self._sandboxes.delete(session.sandbox_id)
+        except MaisonError as exc:
+            await self._say(key, f":warning: Could not delete the sandbox: {exc}")
+            return
+        thread.sandbox = None
+        await self._store.set_sandbox(*key, None)
+        await self._say(key, f":broom: <@{user}> reset this thread: its sandbox is deleted and the next message "
+                             "starts a fresh one.")
+
+    # -- small Slack helpers -------------------------------------------------------------------
+
+    async def _say(self, key: ThreadKey, text: str) -> None:
+        await self._client.chat_postMessage(channel=key[0], thread_ts=key[1], text=self._redactor.redact(text))
+
+    async def _react(self, channel: str, ts: str, name: str) -> None:
+        with contextlib.suppress(SlackApiError):
+            await self._client.reactions_add(channel=channel, timestamp=ts, name=name)
+
+    async def _unreact(self, channel: str, ts: str, name: str) -> None:
+        with contextlib.suppress(SlackApiError):
+            await self._client.reactions_remove(channel=channel, timestamp=ts, name=name)
+
+    def _redact_bytes(self, data: bytes) -> bytes:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return data
+        return self._redactor.redact(text).encode("utf-8")
+

@@ -1,0 +1,87 @@
+"""`/maison`: start a session, list sessions, status, help. Slack allows it outside threads only."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from maison_slack.core.errors import MaisonError
+from maison_slack.slack.bot import HELP, REFUSAL, Bot
+from maison_slack.slack.conversations import Prompt
+from maison_slack.slack.render import slack_to_plain
+
+
+def register(app: AsyncApp, bot: Bot) -> None:
+    @app.command("/maison")
+    async def on_maison(ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond) -> None:
+        text = (command.get("text") or "").strip()
+        user, channel = command["user_id"], command["channel_id"]
+        word = text.lower()
+        if word in ("", "help"):
+            await ack(response_type="ephemeral", text=HELP)
+        elif not bot.settings.allowed(user, channel):
+            await ack(response_type="ephemeral", text=REFUSAL)
+        elif word == "list":
+            await ack(response_type="ephemeral", text=await list_sessions(bot, channel))
+        elif word == "status":
+            await ack(response_type="ephemeral", text="Checking…")
+            await respond(response_type="ephemeral", replace_original=True, text=await status(bot))
+        else:
+            await ack()
+            await start_session(bot, client, respond, user, channel, text)
+
+
+def _age(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    return f"{minutes // 60}h {minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m"
+
+
+async def list_sessions(bot: Bot, channel: str) -> str:
+    sessions = await bot.store.sessions_in_channel(channel)
+    if not sessions:
+        return "No live sessions in this channel. Mention me or use `/maison <task>` to start one."
+    lines = ["*Sessions in this channel:*"]
+    for session in sessions:
+        key = (session.channel, session.thread_ts)
+        thread = bot.conversations.describe(key)
+        state = thread or f"idle {_age(time.time() - session.last_active_at)}"
+        link = f"https://slack.com/archives/{session.channel}/p{session.thread_ts.replace('.', '')}"
+        lines.append(f"• <{link}|thread> started by <@{session.started_by}> — {state}")
+    return "\n".join(lines)
+
+
+async def status(bot: Bot) -> str:
+    counts = bot.conversations.counts()
+    sessions = await bot.store.sessions_with_sandbox()
+    lines = [f"*Maison status:* {len(sessions)} session(s) with a sandbox, "
+             f"{counts['running']} run(s) running, {counts['queued']} queued."]
+    try:
+        sandboxes = await bot.sandboxes.list()
+    except MaisonError as exc:
+        lines.append(f"Daytona could not be reached: {exc}")
+    else:
+        states: dict[str, int] = {}
+        for sandbox in sandboxes:
+            states[sandbox.state] = states.get(sandbox.state, 0) + 1
+        summary = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "none"
+        lines.append(f"Sandboxes: {summary}.")
+    return "\n".join(lines)
+
+
+async def start_session(bot: Bot, client: AsyncWebClient, respond: AsyncRespond, user: str, channel: str,
+                        text: str) -> None:
+    """Post the task in the channel, attributed to its author; its thread becomes the session."""
+    prompt = slack_to_plain(text, bot.users.known())
+    try:
+        posted = await client.chat_postMessage(channel=channel, text=f"<@{user}> asked Maison:\n>{text}")
+    except SlackApiError as exc:
+        hint = " Invite me first: `/invite @Maison`." if exc.response.get("error") == "not_in_channel" else ""
+        await respond(response_type="ephemeral", text=f"I could not post in this channel ({exc.response.get('error')}).{hint}")
+        return
+    ts = posted["ts"]
+    await bot.store.claim_event(f"message:{channel}:{ts}")
+    await bot.conversations.submit(Prompt(channel=channel, thread_ts=ts, user=user, text=prompt, message_ts=ts))

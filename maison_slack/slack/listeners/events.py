@@ -1,0 +1,84 @@
+"""Messages: mentions start sessions, thread replies continue them (Events API)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from maison_slack.slack.bot import HELP, REFUSAL, Bot, parse_thread_command
+from maison_slack.slack.conversations import Prompt
+from maison_slack.slack.render import slack_to_plain
+
+logger = logging.getLogger(__name__)
+
+#: Message subtypes that are a person writing; the rest (edits, joins, bots…) are ignored.
+USER_SUBTYPES = (None, "file_share", "thread_broadcast")
+ACK_REACTION = "eyes"
+
+
+def register(app: AsyncApp, bot: Bot) -> None:
+    async def on_mention(event: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext) -> None:
+        await handle_message(bot, event, client, context.bot_user_id, mentioned=True)
+
+    async def on_message(event: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext) -> None:
+        # Subscribed to every message subtype so each is acked; Slack would redeliver the rest.
+        await handle_message(bot, event, client, context.bot_user_id, mentioned=False)
+
+    app.event("app_mention")(on_mention)
+    app.event("message")(on_message)
+
+
+async def handle_message(bot: Bot, event: dict[str, Any], client: AsyncWebClient, bot_user_id: str | None,
+                         *, mentioned: bool) -> None:
+    """One person's message, delivered once or several times (mention + message, retries)."""
+    if event.get("subtype") not in USER_SUBTYPES or event.get("bot_id") or not event.get("user"):
+        return
+    channel, ts, user = event["channel"], event["ts"], event["user"]
+    text = event.get("text") or ""
+    thread_ts = event.get("thread_ts") or ts
+    mentioned = mentioned or bool(bot_user_id and f"<@{bot_user_id}>" in text)
+    direct = event.get("channel_type") == "im" or channel.startswith("D")
+    if not (mentioned or direct):
+        session = await bot.store.get_session(channel, thread_ts)
+        if session is None or bot.settings.require_mention:
+            return
+    # Slack delivers a mention twice (app_mention + message) and retries unacked envelopes:
+    # the message's (channel, ts) is what makes a run exactly once.
+    if not await bot.store.claim_event(f"message:{channel}:{ts}"):
+        return
+    if not bot.settings.allowed(user, channel):
+        await client.chat_postEphemeral(channel=channel, user=user, text=REFUSAL,
+                                        thread_ts=event.get("thread_ts"))
+        return
+    plain = slack_to_plain(text, bot.users.known(), bot_user_id)
+    key = (channel, thread_ts)
+    command = parse_thread_command(plain) if event.get("thread_ts") or direct else None
+    if command is None and not plain and not event.get("files"):
+        await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=HELP)
+        return
+    if command is not None:
+        await run_thread_command(bot, client, key, user, command)
+        return
+    try:
+        await client.reactions_add(channel=channel, timestamp=ts, name=ACK_REACTION)
+    except SlackApiError as exc:
+        logger.debug("Could not add the ack reaction: %s", exc)
+    await bot.conversations.submit(Prompt(channel=channel, thread_ts=thread_ts, user=user, text=plain,
+                                          message_ts=ts, files=list(event.get("files") or [])))
+
+
+async def run_thread_command(bot: Bot, client: AsyncWebClient, key: tuple[str, str], user: str, command: Any) -> None:
+    channel, thread_ts = key
+    if command.name == "stop":
+        if not await bot.conversations.stop(key, user):
+            await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text="Nothing is running here.")
+    elif command.name == "reset":
+        await bot.conversations.reset(key, user)
+    elif command.name == "file":
+        await bot.conversations.send_file(key, command.argument)
+    else:
+        await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=HELP)

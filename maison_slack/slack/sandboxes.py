@@ -1,0 +1,59 @@
+"""The bot's view of sandboxes: one per Slack thread, made and found through the Maison core."""
+
+from __future__ import annotations
+
+from daytona import AsyncDaytona, DaytonaConfig
+
+from maison_slack.core.maison import Maison, SandboxInfo
+from maison_slack.core.sandbox import MaisonSandbox
+from maison_slack.slack.config import Settings
+
+THREAD_LABEL = "maison-thread"
+INSTANCE_LABEL = "maison-instance"
+
+
+def thread_label(channel: str, thread_ts: str) -> str:
+    return f"{channel}-{thread_ts}"
+
+
+class Sandboxes:
+    """Creates, re-attaches, lists and deletes this bot's sandboxes, with one Daytona client."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._daytona = AsyncDaytona(DaytonaConfig(
+            api_key=settings.daytona_api_key, api_url=settings.daytona_api_url, target=settings.daytona_target,
+        ))
+        self._labels = {INSTANCE_LABEL: settings.instance}
+
+    async def close(self) -> None:
+        await self._daytona.close()
+
+    async def create(self, channel: str, thread_ts: str) -> MaisonSandbox:
+        settings = self._settings
+        extra_env = {"ANTHROPIC_BASE_URL": settings.anthropic_base_url} if settings.anthropic_base_url else {}
+        # Daytona's own auto-stop/auto-delete are a safety net behind the bot's reaper.
+        idle_minutes = max(1, int(settings.idle_timeout // 60) + 15)
+        return await Maison.create_sandbox_for_claude(
+            anthropic_api_key=settings.anthropic_api_key,
+            snapshot=settings.snapshot,
+            labels={**self._labels, THREAD_LABEL: thread_label(channel, thread_ts)},
+            env_vars=extra_env,
+            auto_stop_interval=idle_minutes,
+            auto_delete_interval=24 * 60,
+            daytona=self._daytona,
+            run_timeout=settings.run_timeout,
+            model=settings.model,
+        )
+
+    async def attach(self, sandbox_id: str, claude_session_id: str | None) -> MaisonSandbox:
+        return await Maison.attach(
+            sandbox_id, daytona=self._daytona, claude_session_id=claude_session_id,
+            run_timeout=self._settings.run_timeout, model=self._settings.model,
+        )
+
+    async def delete(self, sandbox_id: str) -> bool:
+        return await Maison.delete_sandbox(sandbox_id, daytona=self._daytona)
+
+    async def list(self) -> list[SandboxInfo]:
+        return await Maison.list_sandboxes(self._labels, daytona=self._daytona)
