@@ -28,15 +28,18 @@ FORWARDED_ENV_NAMES = ("API_TIMEOUT_MS", "MAX_THINKING_TOKENS", "DISABLE_TELEMET
 #: Always set: bypass-permissions is refused as root without IS_SANDBOX=1.
 SANDBOX_ENV = {"IS_SANDBOX": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
 
+#: Installs into a prefix under $HOME (no sudo, nothing global); runs put its bin dir on PATH.
 INSTALL_SCRIPT = (
+    "export PATH=\"$HOME/.maison/npm/bin:$PATH\"; "
     "if command -v claude >/dev/null 2>&1; then claude --version; exit 0; fi; "
     "if ! command -v npm >/dev/null 2>&1; then "
     "  echo 'Installing Node.js'; "
-    "  (curl -fsSL https://deb.nodesource.com/setup_22.x | sudo -E bash - && sudo apt-get install -y nodejs) || exit 1; "
+    "  (curl -fsSL https://deb.nodesource.com/setup_22.x | sudo -E bash - && sudo apt-get install -y nodejs) 2>&1 "
+    "  || exit 1; "
     "fi; "
     "echo 'Installing Claude Code {version}'; "
-    "npm install -g --no-audit --no-fund @anthropic-ai/claude-code@{version} "
-    "|| sudo npm install -g --no-audit --no-fund @anthropic-ai/claude-code@{version} || exit 1; "
+    "npm install -g --prefix \"$HOME/.maison/npm\" --no-audit --no-fund @anthropic-ai/claude-code@{version} 2>&1 "
+    "|| exit 1; "
     "claude --version"
 )
 

@@ -37,6 +37,7 @@ RUN_SCRIPT = r"""#!/usr/bin/env bash
 # arguments. The prompt comes from a file on stdin, never from the command line.
 run_dir=$1
 shift
+export PATH="$HOME/.maison/npm/bin:$PATH"  # where Maison installs Claude Code if the image lacks it
 echo "$$" > "$run_dir/pid"
 claude "$@" < "$run_dir/prompt" 2> "$run_dir/stderr" | tee "$run_dir/out.jsonl"
 rc=${PIPESTATUS[0]}
@@ -133,7 +134,8 @@ class MaisonSandbox:
             "Installing the run script",
             lambda: self._sandbox.fs.upload_file(RUN_SCRIPT.encode(), f"{work_dir}/.maison/run.sh"),
         )
-        found = await call("Looking for claude", lambda: self._sandbox.process.exec("command -v claude", timeout=60))
+        found = await call("Looking for claude", lambda: self._sandbox.process.exec(
+            'PATH="$HOME/.maison/npm/bin:$PATH" command -v claude', timeout=60))
         if found.exit_code != 0:
             raise ClaudeNotFoundError(
                 f"The claude binary was not found in sandbox {self.id}; install @anthropic-ai/claude-code there."
