@@ -117,23 +117,40 @@ async def spinner(message: str, stream: TextIO):
         stream.flush()
 
 
-async def read_line(prompt: str) -> str | None:
-    """Read one line from stdin without blocking the event loop; None at end of input."""
-    sys.stdout.write(prompt)
-    sys.stdout.flush()
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[str] = loop.create_future()
+class LineReader:
+    """Reads stdin lines without blocking the event loop (TTY or pipe).
 
-    def on_readable() -> None:
-        if not future.done():
-            future.set_result(sys.stdin.readline())
+    Reads the file descriptor directly: Python's buffered `sys.stdin` could hold lines the
+    event loop never hears about.
+    """
 
-    loop.add_reader(sys.stdin.fileno(), on_readable)
-    try:
-        line = await future
-    finally:
-        loop.remove_reader(sys.stdin.fileno())
-    return line.rstrip("\n") if line else None
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buffer = b""
+        self._eof = False
+
+    async def read_line(self, prompt: str) -> str | None:
+        """The next line without its newline, or None at end of input."""
+        sys.stdout.write(prompt)
+        sys.stdout.flush()
+        while b"\n" not in self._buffer and not self._eof:
+            await self._fill()
+        if not self._buffer and self._eof:
+            return None
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode("utf-8", errors="replace")
+
+    async def _fill(self) -> None:
+        loop = asyncio.get_running_loop()
+        readable: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(self._fd, lambda: readable.done() or readable.set_result(None))
+        try:
+            await readable
+        finally:
+            loop.remove_reader(self._fd)
+        data = os.read(self._fd, 65536)
+        self._buffer += data
+        self._eof = not data
 
 
 async def run_prompt(sandbox: MaisonSandbox, terminal: Terminal, prompt: str, instructions: str | None,
@@ -162,8 +179,9 @@ async def chat(args: argparse.Namespace) -> int:
             return EXIT_OK if ok else EXIT_RUN_FAILED
         print("Type a message for Claude; 'quit' or Ctrl+C deletes the sandbox and exits.", file=sys.stderr)
         turns = 0
+        reader = LineReader(sys.stdin.fileno())
         while True:
-            line = await read_line("\nYou: ")
+            line = await reader.read_line("\nYou: ")
             if line is None or line.strip().lower() in QUIT_WORDS:
                 return EXIT_OK
             if not line.strip():
