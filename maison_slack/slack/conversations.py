@@ -119,10 +119,11 @@ class Conversations:
         await self._store.add_participant(prompt.channel, prompt.thread_ts, prompt.user)
         run_id = await self._store.add_run(prompt.channel, prompt.thread_ts, prompt.user, prompt.message_ts)
         thread = self._threads.setdefault(key, _Thread())
-        if self.busy(key):
+        waits = self.busy(key)
+        if waits:
             await self._react(prompt.channel, prompt.message_ts, QUEUED_REACTION)
         thread.queued += 1
-        self._enqueue(key, lambda: self._run(key, run_id, prompt))
+        self._enqueue(key, lambda: self._run(key, run_id, prompt, waited=waits))
 
     def busy(self, key: ThreadKey) -> bool:
         thread = self._threads.get(key)
@@ -240,7 +241,7 @@ class Conversations:
 
     # -- one run -----------------------------------------------------------------------------
 
-    async def _run(self, key: ThreadKey, run_id: int, prompt: Prompt) -> None:
+    async def _run(self, key: ThreadKey, run_id: int, prompt: Prompt, *, waited: bool = False) -> None:
         thread = self._threads[key]
         thread.queued -= 1
         thread.run_id, thread.stopped_by = run_id, None
@@ -248,11 +249,12 @@ class Conversations:
                           redactor=self._redactor, min_interval=self._settings.edit_interval)
         state, error, usage = FAILED, None, {}
         try:
-            await self._unreact(prompt.channel, prompt.message_ts, QUEUED_REACTION)
+            if waited:  # reactions.remove is a tier 2 method: no call for nothing
+                await self._unreact(prompt.channel, prompt.message_ts, QUEUED_REACTION)
             await reply.start("Starting…")
             await self._store.start_run(run_id, reply.ts or "")
             sandbox = await self._sandbox_for(key, reply)
-            text = await self._prompt_text(prompt, sandbox)
+            text = await self._prompt_text(prompt, sandbox, run_id)
             if thread.stopped_by:  # stopped while the sandbox was being prepared
                 state = STOPPED
                 await reply.finish(f":octagonal_sign: Stopped by <@{thread.stopped_by}>")
@@ -315,7 +317,9 @@ class Conversations:
             await reply.finish(" · ".join(filter(None, [f":octagonal_sign: Stopped{who}", stats])))
             return STOPPED, None, usage
         if result.is_error:
-            error = f"Claude Code reported an error: {result.content or data.get('subtype')}"
+            detail = result.content or data.get("subtype")
+            reply.withdraw(result.content)  # Claude Code also prints API errors as its answer
+            error = f"Claude Code reported an error: {detail}"
             await reply.finish(stats, error=error)
             return FAILED, error, usage
         await reply.finish(":white_check_mark: " + stats if stats else ":white_check_mark: Done")
@@ -358,12 +362,18 @@ class Conversations:
         thread.sandbox = sandbox
         return sandbox
 
-    async def _prompt_text(self, prompt: Prompt, sandbox: MaisonSandbox) -> str:
+    async def _prompt_text(self, prompt: Prompt, sandbox: MaisonSandbox, run_id: int) -> str:
         """The prompt as Claude sees it: who is asking (in shared threads) and attached files."""
         text = prompt.text
         session = await self._store.get_session(prompt.channel, prompt.thread_ts)
         if session is not None and len(session.participants) > 1:
             text = f"Message from {await self._users.name(prompt.user)} (<@{prompt.user}>):\n{text}"
+            # Messages from the time one person was alone here were sent without a name.
+            starter = session.participants[0]
+            earlier = [r for r in await self._store.runs(prompt.channel, prompt.thread_ts) if r.id < run_id]
+            if earlier and all(r.user_id == starter for r in earlier):
+                text = (f"(Until now only {await self._users.name(starter)} (<@{starter}>) "
+                        f"wrote in this thread.)\n{text}")
         paths = []
         for file in prompt.files:
             path = await self._copy_attachment(file, sandbox)

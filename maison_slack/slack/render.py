@@ -17,6 +17,7 @@ from typing import Any
 
 __all__ = [
     "Redactor",
+    "escape_mrkdwn",
     "footer",
     "mentioned_user_ids",
     "slack_to_plain",
@@ -288,8 +289,10 @@ def _code(value: str) -> str:
 
     Backticks would end the span early, and Slack's mrkdwn has no
     double-backtick spans, so they are shown as a look-alike (U+02CB).
+    The status line is mrkdwn, which reads ``<...>`` as a mention or link
+    even in code, so &, < and > are escaped.
     """
-    return "`" + value.replace("`", "\u02cb") + "`"
+    return "`" + escape_mrkdwn(value.replace("`", "\u02cb")) + "`"
 
 
 def _basename(path: Any) -> str:
@@ -316,7 +319,10 @@ def _subject(verb: str, value: str, fallback: str) -> str:
 
 
 def tool_status(name: str, tool_input: dict[str, Any]) -> str:
-    """One short Markdown line saying what Claude is doing with a tool.
+    """One short Slack mrkdwn line saying what Claude is doing with a tool.
+
+    Values from the tool input are escaped (&, <, >), so a command such as
+    ``echo <!channel>`` can neither ping anyone nor break the line's markup.
 
     Shown while a turn runs so users see progress; it must never raise, since
     tool inputs come from the model and may be missing or oddly typed.
@@ -334,7 +340,7 @@ def _tool_status(name: Any, tool_input: Any) -> str:
         if command:
             return f"Running {_code(command)}"
         description = _first_line(_field(tool_input, "description"))
-        return f"Running a command: {description}" if description else "Running a command"
+        return f"Running a command: {escape_mrkdwn(description)}" if description else "Running a command"
     if tool in ("Edit", "MultiEdit", "NotebookEdit"):
         target = _basename(_field(tool_input, "file_path", "notebook_path"))
         return _subject("Editing", _first_line(target), "Editing a file")
@@ -363,7 +369,7 @@ def _tool_status(name: Any, tool_input: Any) -> str:
         return "Updating the plan"
     if tool in ("Task", "Agent"):
         description = _first_line(_field(tool_input, "description", "subagent_type"))
-        return f"Running a subagent: {description}" if description else "Running a subagent"
+        return f"Running a subagent: {escape_mrkdwn(description)}" if description else "Running a subagent"
     label = _first_line(tool)
     return f"Using {_code(label)}" if label else "Using a tool"
 
@@ -421,7 +427,8 @@ def footer(duration_ms: float | None, num_turns: int | None, cost_usd: float | N
 _MIN_SECRET = 8
 
 
-def _slack_escape(text: str) -> str:
+def escape_mrkdwn(text: str) -> str:
+    """Text shown literally in Slack mrkdwn (where <...> is a mention or link)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
@@ -437,7 +444,7 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str | None]) -> None:
         kept = {s for s in secrets if isinstance(s, str) and len(s) >= _MIN_SECRET}
-        variants = kept | {_slack_escape(s) for s in kept}
+        variants = kept | {escape_mrkdwn(s) for s in kept}
         # Longest first, so a secret containing another is masked whole.
         self._secrets: tuple[str, ...] = tuple(sorted(variants, key=lambda s: (-len(s), s)))
 
@@ -472,6 +479,20 @@ class Redactor:
             pos = end
         out.append(text[pos:])
         return "".join(out)
+
+    def redact_streaming(self, text: str) -> str:
+        """`redact` for text that is still growing: a trailing piece that may be the start
+        of a secret (the rest of which has not arrived yet) is held back."""
+        text = self.redact(text)
+        held = True
+        while held:  # what is left may end with the start of another secret
+            held = False
+            for secret in self._secrets:
+                size = next((n for n in range(min(len(secret) - 1, len(text)), 0, -1)
+                             if text.endswith(secret[:n])), 0)
+                if size:
+                    text, held = text[:-size], True
+        return text
 
 
 # ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from maison_slack.slack.render import Redactor, split_markdown
+from maison_slack.slack.render import Redactor, escape_mrkdwn, split_markdown
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ class LiveReply:
         self.thread_ts = thread_ts
         self._run_id = run_id
         self._budget = budget
+        self._redactor = redactor
         self._redact = redactor.redact
         self._min_interval = min_interval
         self._text = ""
@@ -108,6 +109,13 @@ class LiveReply:
         self._text += text
         self._dirty.set()
 
+    def withdraw(self, tail: str) -> None:
+        """Remove `tail` from the end of the answer, e.g. an error that will be shown as such."""
+        tail, text = tail.strip(), self._text.rstrip()
+        if tail and text.endswith(tail):
+            self._text = text[: -len(tail)]
+            self._dirty.set()
+
     def set_status(self, status: str) -> None:
         if status != self._status:
             self._status = status
@@ -145,7 +153,9 @@ class LiveReply:
 
     def _render(self) -> list[tuple[str, list[dict[str, Any]]]]:
         body = (f"_{self._notice}_\n\n" if self._notice else "") + self._text
-        pieces = split_markdown(self._redact(body)) or [""]
+        # While streaming, the end of the text may be the first half of a secret.
+        redacted = self._redactor.redact_streaming(body) if self._running else self._redact(body)
+        pieces = split_markdown(redacted) or [""]
         status = self._redact(self._status)
         rendered = []
         for index, piece in enumerate(pieces):
@@ -155,7 +165,8 @@ class LiveReply:
                 blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": status}]})
             if last and self._running:
                 blocks.append(_stop_button(self._run_id))
-            fallback = (piece.strip() or status or "…")[:2900]
+            # `text` is mrkdwn (notifications): Claude's "<!channel>" must not ping anyone.
+            fallback = (escape_mrkdwn(piece.strip()) or status or "…")[:2900]
             rendered.append((fallback, blocks))
         return rendered
 

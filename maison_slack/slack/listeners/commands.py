@@ -77,7 +77,8 @@ async def start_session(bot: Bot, client: AsyncWebClient, respond: AsyncRespond,
     """Post the task in the channel, attributed to its author; its thread becomes the session."""
     prompt = slack_to_plain(text, bot.users.known())
     try:
-        posted = await client.chat_postMessage(channel=channel, text=f"<@{user}> asked Maison:\n>{text}")
+        quoted = "\n".join(f">{line}" for line in text.splitlines())  # a quote ends at a newline
+        posted = await client.chat_postMessage(channel=channel, text=f"<@{user}> asked Maison:\n{quoted}")
     except SlackApiError as exc:
         hint = " Invite me first: `/invite @Maison`." if exc.response.get("error") == "not_in_channel" else ""
         await respond(response_type="ephemeral", text=f"I could not post in this channel ({exc.response.get('error')}).{hint}")
