@@ -34,9 +34,11 @@ def translate(exc: Exception, doing: str) -> MaisonError:
     if isinstance(exc, MaisonError):
         return exc
     message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    if isinstance(exc, DaytonaNotFoundError):
+    # File uploads and downloads raise the base `DaytonaError` whatever the status: look at it too.
+    status = getattr(exc, "status_code", None)
+    if isinstance(exc, DaytonaNotFoundError) or status == 404:
         return SandboxGoneError(f"{doing}: the sandbox no longer exists ({message})")
-    if isinstance(exc, DaytonaBadRequestError) and "is the sandbox started" in message.lower():
+    if (isinstance(exc, DaytonaBadRequestError) or status == 400) and "is the sandbox started" in message.lower():
         return SandboxStoppedError(f"{doing}: the sandbox is stopped")
     return SandboxUnavailableError(f"{doing}: {message}")
 

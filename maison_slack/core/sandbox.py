@@ -47,10 +47,13 @@ exit "$rc"
 """
 
 #: Kills the run's whole process session (Claude and the tools it started).
+#: Returns only once they are gone: TERM, up to 2 s of grace, then KILL.
 KILL_SCRIPT = (
     'pid=$(cat {run_dir}/pid 2>/dev/null) || exit 0; [ -n "$pid" ] || exit 0; '
-    'kill -TERM -- -"$pid" 2>/dev/null; pkill -TERM -s "$pid" 2>/dev/null; sleep 0.5; '
-    'kill -KILL -- -"$pid" 2>/dev/null; pkill -KILL -s "$pid" 2>/dev/null; true'
+    'kill -TERM -- -"$pid" 2>/dev/null; pkill -TERM -s "$pid" 2>/dev/null; '
+    'for _ in $(seq 20); do pgrep -s "$pid" >/dev/null || exit 0; sleep 0.1; done; '
+    'kill -KILL -- -"$pid" 2>/dev/null; pkill -KILL -s "$pid" 2>/dev/null; '
+    'for _ in $(seq 20); do pgrep -s "$pid" >/dev/null || exit 0; sleep 0.1; done; true'
 )
 
 CLAUDE_FLAGS = (
@@ -77,6 +80,7 @@ class _Run:
     saw_result: bool = False
     cancelled_by: str | None = None
     finished: bool = False
+    killing: asyncio.Lock = field(default_factory=asyncio.Lock)  # held while a kill is in progress
 
     def emit_stdout(self, text: str) -> None:
         self.offset += len(text.encode("utf-8"))
@@ -120,6 +124,11 @@ class MaisonSandbox:
     @property
     def state(self) -> str:
         return str(getattr(self._sandbox.state, "value", self._sandbox.state))
+
+    async def refresh_state(self) -> str:
+        """Ask Daytona for the sandbox's state now; raises `SandboxGoneError` if it no longer exists."""
+        await call("Checking the sandbox", self._sandbox.refresh_data)
+        return self.state
 
     @property
     def running(self) -> bool:
@@ -211,7 +220,8 @@ class MaisonSandbox:
                         await self._kill(run, "timeout")
                         raise RunTimeoutError(f"Claude Code ran longer than {limit:g}s and was stopped") from None
                     if event is None:
-                        break
+                        async with run.killing:  # a stopped run ends once its processes are gone
+                            break
                     if event.type == "result" and event.data.get("session_id"):
                         self.claude_session_id = event.data["session_id"]
                     yield event
@@ -300,13 +310,14 @@ class MaisonSandbox:
 
     async def _kill(self, run: _Run, reason: str) -> None:
         run.cancelled_by = run.cancelled_by or reason
-        try:
-            await call(
-                "Stopping Claude Code",
-                lambda: self._sandbox.process.exec(KILL_SCRIPT.format(run_dir=shlex.quote(run.run_dir)), timeout=30),
-            )
-        except MaisonError as exc:
-            logger.warning("Could not kill run %s: %s", run.run_id, exc)
+        async with run.killing:
+            try:
+                await call(
+                    "Stopping Claude Code",
+                    lambda: self._sandbox.process.exec(KILL_SCRIPT.format(run_dir=shlex.quote(run.run_dir)), timeout=30),
+                )
+            except MaisonError as exc:
+                logger.warning("Could not kill run %s: %s", run.run_id, exc)
 
     async def cancel(self, reason: str = "cancelled") -> bool:
         """Kill the running Claude Code process, if any. The stream then ends with a

@@ -89,6 +89,17 @@ class UserNames:
         return dict(self._names)
 
 
+async def _complete(work: Awaitable[None]) -> None:
+    """Await `work` to its end even if cancelled meanwhile (shutdown): the database closes after."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(task)
+        raise
+
+
 def describe_error(exc: BaseException) -> str:
     if isinstance(exc, MaisonError):
         return str(exc)
@@ -280,8 +291,12 @@ class Conversations:
             await reply.finish("", error=error)
         finally:
             thread.run_id = None
-            await asyncio.shield(self._store.finish_run(run_id, state, error=error, **usage))
-            await asyncio.shield(self._store.touch(prompt.channel, prompt.thread_ts))
+
+            async def record_end() -> None:
+                await self._store.finish_run(run_id, state, error=error, **usage)
+                await self._store.touch(prompt.channel, prompt.thread_ts)
+
+            await _complete(record_end())
 
     async def _stream(self, sandbox: MaisonSandbox, text: str, reply: LiveReply) -> StreamEvent | None:
         result: StreamEvent | None = None
@@ -338,7 +353,11 @@ class Conversations:
         """The thread's sandbox: the one in memory, re-attached from SQLite, or a new one."""
         thread = self._threads[key]
         if thread.sandbox is not None:
-            return thread.sandbox
+            # Daytona may have auto-stopped it, or someone deleted it, since the last run.
+            with contextlib.suppress(SandboxGoneError):
+                if await thread.sandbox.refresh_state() == "started":
+                    return thread.sandbox
+            thread.sandbox = None
         session = await self._store.get_session(*key)
         assert session is not None
         note = NOTES.get(session.context_note or "")

@@ -77,9 +77,12 @@ class Reaper:
                 logger.warning("Could not post the reap notice in %s: %s", key, exc)
 
     async def reap_orphans(self) -> None:
-        known = {s.sandbox_id for s in await self._store.sessions_with_sandbox()}
+        # This order matters: a sandbox listed here is either still being created (its label is
+        # in `creating`) or already recorded in SQLite when `known` is read afterwards.
+        sandboxes = await self._sandboxes.list()
         creating = self._conversations.creating_labels()
-        for sandbox in await self._sandboxes.list():
+        known = {s.sandbox_id for s in await self._store.sessions_with_sandbox()}
+        for sandbox in sandboxes:
             if sandbox.id in known or sandbox.labels.get(THREAD_LABEL) in creating:
                 continue
             if sandbox.state in ("destroyed", "destroying"):
