@@ -178,6 +178,17 @@ class Store:
         )
         await self._db.commit()
 
+    async def forget_sandbox(self, channel: str, thread_ts: str, sandbox_id: str, *, context_note: str) -> bool:
+        """Unset a deleted sandbox, only if the thread still points at it (a new one may have
+        been created meanwhile). Returns whether it did."""
+        cursor = await self._db.execute(
+            "UPDATE sessions SET sandbox_id = NULL, claude_session_id = NULL, context_note = ?"
+            " WHERE channel = ? AND thread_ts = ? AND sandbox_id = ?",
+            (context_note, channel, thread_ts, sandbox_id),
+        )
+        await self._db.commit()
+        return cursor.rowcount == 1
+
     async def clear_context_note(self, channel: str, thread_ts: str) -> None:
         await self._db.execute(
             "UPDATE sessions SET context_note = NULL WHERE channel = ? AND thread_ts = ?", (channel, thread_ts)

@@ -66,7 +66,8 @@ class Reaper:
                 logger.warning("Could not reap sandbox %s: %s", session.sandbox_id, exc)
                 continue
             self._conversations.forget_sandbox(key)
-            await self._store.set_sandbox(*key, None, context_note="reaped")
+            if not await self._store.forget_sandbox(*key, session.sandbox_id, context_note="reaped"):
+                continue  # the thread moved on to a new sandbox while this one was deleted
             logger.info("Reaped idle sandbox %s of thread %s", session.sandbox_id, key)
             minutes = max(1, round(self._idle_timeout / 60))
             text = (f":zzz: This thread's sandbox was deleted after {minutes} min without activity. "
