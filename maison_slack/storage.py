@@ -52,6 +52,7 @@ MIGRATIONS: Sequence[str] = (
         key TEXT PRIMARY KEY,
         created_at REAL NOT NULL
     );
+    CREATE INDEX handled_events_by_age ON handled_events (created_at);
     """,
 )
 

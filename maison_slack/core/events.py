@@ -15,15 +15,12 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-#: Event types a caller can rely on; anything else Claude Code emits passes through unchanged.
-EVENT_TYPES = ("thinking", "text", "tool_use", "tool_result", "result", "system", "stderr")
-
-
 @dataclass
 class StreamEvent:
     """One thing that happened in a Claude Code run.
 
-    `type` is one of `EVENT_TYPES` (or an unknown raw type, passed through), `data` the raw
+    `type` is one of thinking, text, tool_use, tool_result, result, system, stderr (or an
+    unknown raw type, passed through unchanged), `data` the raw
     JSON the event came from (for `tool_use` and `tool_result`: the content block, with the
     event's `session_id`), and `content` the text it carries.
     """

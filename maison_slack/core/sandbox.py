@@ -220,8 +220,9 @@ class MaisonSandbox:
                         await self._kill(run, "timeout")
                         raise RunTimeoutError(f"Claude Code ran longer than {limit:g}s and was stopped") from None
                     if event is None:
-                        async with run.killing:  # a stopped run ends once its processes are gone
-                            break
+                        async with run.killing:  # a kill in progress completes before the run ends
+                            pass
+                        break
                     if event.type == "result" and event.data.get("session_id"):
                         self.claude_session_id = event.data["session_id"]
                     yield event
@@ -344,9 +345,6 @@ class MaisonSandbox:
         """Write a file into the sandbox, creating parent directories."""
         data = content.encode("utf-8") if isinstance(content, str) else content
         await call(f"Writing {path}", lambda: self._sandbox.fs.upload_file(data, path))
-
-    async def work_dir(self) -> str:
-        return await self._prepare()
 
     async def run_setup(self, script: str, *, timeout: int) -> tuple[int, str]:
         """Run a fixed setup script (no user text!) and return its exit code and output."""

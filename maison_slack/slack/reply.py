@@ -70,7 +70,6 @@ class LiveReply:
         self._run_id = run_id
         self._budget = budget
         self._redactor = redactor
-        self._redact = redactor.redact
         self._min_interval = min_interval
         self._text = ""
         self._notice = ""
@@ -154,9 +153,9 @@ class LiveReply:
     def _render(self) -> list[tuple[str, list[dict[str, Any]]]]:
         body = (f"_{self._notice}_\n\n" if self._notice else "") + self._text
         # While streaming, the end of the text may be the first half of a secret.
-        redacted = self._redactor.redact_streaming(body) if self._running else self._redact(body)
+        redacted = self._redactor.redact_streaming(body) if self._running else self._redactor.redact(body)
         pieces = split_markdown(redacted) or [""]
-        status = self._redact(self._status)
+        status = self._redactor.redact(self._status)
         rendered = []
         for index, piece in enumerate(pieces):
             blocks: list[dict[str, Any]] = [{"type": "markdown", "text": piece}] if piece.strip() else []
