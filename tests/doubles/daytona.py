@@ -30,6 +30,7 @@ import shutil
 import signal
 import stat
 import tempfile
+import time
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -528,13 +529,17 @@ class DaytonaDouble:
         """What stopping a container does: every process dies, sessions and log sockets drop."""
         for proc in list(sb.procs):
             _kill_group(proc.pid)
-        for _ in range(3):
-            stragglers = _marked_pids(sb.id)
+        # SIGKILL is delivered asynchronously: a stopped container has no live process, so wait
+        # (briefly, bounded) until the kernel has really ended them all.
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            stragglers = [pid for pid in _marked_pids(sb.id) if not _is_zombie(pid)]
             if not stragglers:
                 break
             for pid in stragglers:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
+            time.sleep(0.002)
         for session in sb.sessions.values():
             session.deleted = True
             for command in session.commands.values():
