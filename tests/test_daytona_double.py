@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import pytest
 import pytest_asyncio
@@ -201,3 +201,28 @@ async def test_claude_is_on_the_sandbox_path(daytona_double: DaytonaDouble) -> N
         assert res.result.startswith("2.1.332")
         with pytest.raises(DaytonaError):
             await sandbox.process.exec("true", cwd="/definitely/missing")
+
+
+async def test_injected_delay_slows_only_the_matching_call(double: DaytonaDouble, client: AsyncDaytona) -> None:
+    doomed = await client.create(params())
+    other = await client.create(params())
+    double.inject("DELETE", rf"^/api/sandbox/{doomed.id}$", None, delay=1.0)
+
+    async def timed(call: Awaitable[object]) -> float:
+        started = time.monotonic()
+        await call
+        return time.monotonic() - started
+
+    slow, fast = await asyncio.gather(timed(doomed.delete()), timed(client.get(other.id)))
+    assert slow >= 1.0 and fast < 0.5
+    await asyncio.sleep(double.start_delay * 3)
+    with pytest.raises(DaytonaNotFoundError):  # after the wait the delete was handled normally
+        await client.get(doomed.id)
+
+    double.inject("GET", rf"^/api/sandbox/{other.id}$", 503, delay=0.3)  # slow, then failing
+    started = time.monotonic()
+    with pytest.raises(DaytonaServiceUnavailableError):
+        await client.get(other.id)
+    assert time.monotonic() - started >= 0.3
+    with pytest.raises(ValueError):
+        double.inject("GET", r"^/api/sandbox/", None, body="no status, no body")

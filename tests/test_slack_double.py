@@ -2,11 +2,13 @@
 
 These tests pin the behaviours the bot relies on: acks, the double mention events, the echo
 of the bot's own posts, redelivery, 429 + Retry-After, message limits, files v2, slash
-commands and reconnects. If one of them fails, either the double or the clients changed.
+commands, reconnects, and the faults and timings tests schedule (``inject``, ``delete_message``,
+``Message.versions``). If one of them fails, either the double or the clients changed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -17,7 +19,7 @@ import aiohttp
 import pytest
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -347,3 +349,97 @@ async def test_warning_disconnect_and_event_queued_before_connect(slack_double: 
         late = await slack_double.post_message("U0ALICE", CHANNEL, "still?")
         await slack_double.wait_for(lambda: late in got, 5)
     assert got == [early, late]
+
+
+async def test_injected_delay_holds_only_the_matching_call(slack_double: SlackDouble) -> None:
+    client = web_client(slack_double)
+    root = await slack_double.post_message("U0ALICE", CHANNEL, "review this")
+    slack_double.inject("reactions.add", delay=1.0, match=lambda args: args.get("name") == "eyes")
+
+    async def timed(name: str) -> float:
+        started = time.monotonic()
+        await client.reactions_add(channel=CHANNEL, name=name, timestamp=root)
+        return time.monotonic() - started
+
+    slow, fast = await asyncio.gather(timed("eyes"), timed("white_check_mark"))
+    assert slow >= 1.0 and fast < 0.5
+    # after the wait the call was handled normally, and the log shows when each one finished
+    msg = slack_double.message(CHANNEL, root)
+    assert msg is not None and set(msg.reactions) == {"eyes", "white_check_mark"}
+    calls = {c.args["name"]: c for c in slack_double.calls if c.method == "reactions.add"}
+    eyes, check = calls["eyes"], calls["white_check_mark"]
+    assert eyes.ok and check.ok and eyes.status == check.status == 200
+    assert eyes.done is not None and check.done is not None
+    assert eyes.done - eyes.time >= 1.0 and check.done < eyes.done
+
+
+async def test_injected_errors_surface_as_slack_raises_them(slack_double: SlackDouble) -> None:
+    client = web_client(slack_double)
+    posted = await client.chat_postMessage(channel=CHANNEL, text="working…")
+
+    slack_double.inject("chat.update", error="internal_error")
+    with pytest.raises(SlackApiError) as err:
+        await client.chat_update(channel=CHANNEL, ts=posted["ts"], text="v1")
+    assert err.value.response.status_code == 200 and err.value.response["error"] == "internal_error"
+    assert (slack_double.calls[-1].ok, slack_double.calls[-1].error) == (False, "internal_error")
+    await client.chat_update(channel=CHANNEL, ts=posted["ts"], text="v1")  # count=1: used up
+
+    slack_double.inject("chat.update", status=429, retry_after=7, count=2)
+    for _ in range(2):
+        with pytest.raises(SlackApiError) as err:
+            await client.chat_update(channel=CHANNEL, ts=posted["ts"], text="v2")
+        assert err.value.response.status_code == 429 and err.value.response["error"] == "ratelimited"
+        assert err.value.response.headers["Retry-After"] == "7"
+    assert slack_double.rate_limited == ["chat.update", "chat.update"]
+
+    slack_double.inject("chat.postMessage", status=503)
+    with pytest.raises(SlackApiError) as err:
+        await client.chat_postMessage(channel=CHANNEL, text="hello?")
+    assert err.value.response.status_code == 503 and err.value.response.data == {}
+    assert slack_double.calls[-1].status == 503 and not slack_double.calls[-1].ok
+    msg = slack_double.message(CHANNEL, posted["ts"])
+    assert msg is not None and msg.text == "v1" and len(slack_double.messages(CHANNEL)) == 1
+
+
+async def test_too_large_upload_fails_files_upload_v2(slack_double: SlackDouble) -> None:
+    client = web_client(slack_double)
+    slack_double.inject("upload", status=413)
+    with pytest.raises(SlackRequestError, match=r"Failed to upload a file \(status: 413"):
+        await client.files_upload_v2(channel=CHANNEL, content=b"x" * 1024, filename="big.log")
+    assert "files.completeUploadExternal" not in [c.method for c in slack_double.calls]
+    assert slack_double.messages(CHANNEL) == []
+    # the order is used up: the same upload now goes through
+    await client.files_upload_v2(channel=CHANNEL, content=b"x" * 1024, filename="big.log")
+    assert len(slack_double.messages(CHANNEL)) == 1
+
+
+async def test_human_deletes_the_placeholder_then_update_fails(slack_double: SlackDouble) -> None:
+    client = web_client(slack_double)
+    root = await slack_double.post_message("U0ALICE", CHANNEL, "fix the build")
+    placeholder = await client.chat_postMessage(channel=CHANNEL, thread_ts=root, text="working…")
+    await slack_double.delete_message(CHANNEL, placeholder["ts"])
+    with pytest.raises(SlackApiError) as err:
+        await client.chat_update(channel=CHANNEL, ts=placeholder["ts"], text="done")
+    assert err.value.response["error"] == "message_not_found"
+    assert [m.ts for m in slack_double.thread(CHANNEL, root)] == [root]
+    assert [m.ts for m in slack_double.deleted] == [placeholder["ts"]]
+    await slack_double.wait_for(
+        lambda: [e for e in slack_double.envelopes.values()
+                 if e.payload["event"].get("deleted_ts") == placeholder["ts"]]  # fmt: skip
+    )
+    with pytest.raises(ValueError):
+        await slack_double.delete_message(CHANNEL, placeholder["ts"])
+
+
+async def test_versions_time_what_the_user_saw(slack_double: SlackDouble) -> None:
+    client = web_client(slack_double)
+    posted = await client.chat_postMessage(channel=CHANNEL, text="working…")
+    await client.chat_update(channel=CHANNEL, ts=posted["ts"], text="step 1")
+    md = {"type": "markdown", "text": "**done**"}
+    await client.chat_update(channel=CHANNEL, ts=posted["ts"], text="fallback", blocks=[md])
+    msg = slack_double.message(CHANNEL, posted["ts"])
+    assert msg is not None
+    times = [t for t, _ in msg.versions]
+    assert [text for _, text in msg.versions] == ["working…", "step 1", "**done**"]  # blocks win
+    assert times == sorted(times) and len(set(times)) == 3
+    assert [e["text"] for e in msg.edits] == ["working…", "step 1"]  # unchanged for old users

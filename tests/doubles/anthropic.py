@@ -5,7 +5,8 @@ Daytona double's sandboxes, or directly). The CLI talks to whatever ``ANTHROPIC_
 points at, so this module serves that URL from the test's own event loop.
 
 The wire format copies what the real API sends and what the real CLI was verified to accept
-(``/work/shared/reference/claude-code.md`` §2, captures in ``claude-code-captures/``):
+(``../shared/reference/claude-code.md`` §2, captures in
+``../shared/reference/claude-code-captures/``):
 
 * ``POST /v1/messages?beta=true`` with ``"stream": true`` → ``200 text/event-stream``, frames
   ``event: NAME\\ndata: JSON\\n\\n`` in the order message_start, ping, per block

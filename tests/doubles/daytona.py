@@ -10,7 +10,7 @@ double: one aiohttp server on 127.0.0.1 serving
 A sandbox is a temporary directory whose ``home/daytona`` is both the user home and the
 work dir; commands are local subprocesses with a minimal environment. The wire contract
 (status codes, DTO fields, error bodies, multipart layout, log WebSocket framing, session
-semantics) follows ``/work/shared/reference/daytona.md``; where the double must choose,
+semantics) follows ``../shared/reference/daytona.md``; where the double must choose,
 it chooses what the real service does even when that is less convenient, because a double
 that accepts what production rejects hides bugs.
 """
@@ -183,14 +183,16 @@ class SnapshotSpec:
 
 @dataclass
 class Fault:
-    """One injected response for the next `count` requests matching method + path regex."""
+    """What the next `count` requests matching method + path regex get: after `delay` seconds,
+    a response with `status`, or (status None) the normal answer."""
 
     method: str
     path_regex: re.Pattern[str]
-    status: int
+    status: int | None
     count: int
     body: dict[str, Any] | str | None
     headers: dict[str, str]
+    delay: float = 0.0
 
 
 class CommandLog:
@@ -457,16 +459,24 @@ class DaytonaDouble:
         self,
         method: str,
         path_regex: str,
-        status: int,
+        status: int | None,
         *,
         count: int = 1,
         body: dict[str, Any] | str | None = None,
         headers: dict[str, str] | None = None,
+        delay: float = 0.0,
     ) -> None:
         """The next `count` requests matching (method, regex searched in the URL path) get this
-        response. Without a body, the real error body shape of that route is used."""
+        response. Without a body, the real error body shape of that route is used.
+
+        `delay` seconds pass first, for that request only (each request is its own task), to
+        reproduce a slow service, e.g. a sandbox delete that takes seconds. `status=None` means
+        "delay, then answer normally": `inject("DELETE", r"^/api/sandbox/[^/]+$", None, delay=2.0)`.
+        """
+        if status is None and (body is not None or headers):
+            raise ValueError("body and headers need a status; status=None answers normally")
         self.faults.append(
-            Fault(method.upper(), re.compile(path_regex), status, count, body, dict(headers or {}))
+            Fault(method.upper(), re.compile(path_regex), status, count, body, dict(headers or {}), delay)
         )
 
     def create_fails(self, status: int = 500, *, count: int = 1, body: dict[str, Any] | str | None = None) -> None:
@@ -629,7 +639,7 @@ class DaytonaDouble:
         if toolbox:
             self.toolbox_requests += 1
         try:
-            response = self._injected(request) or self._unauthorized(request) or await handler(request)
+            response = await self._injected(request) or self._unauthorized(request) or await handler(request)
         except Reply as reply:
             response = reply.response
         if toolbox and isinstance(response, web.Response) and response.body is not None:
@@ -638,33 +648,34 @@ class DaytonaDouble:
                 self.toolbox_bytes_out += len(body)
         return response
 
-    def _injected(self, request: web.Request) -> web.Response | None:
+    async def _injected(self, request: web.Request) -> web.Response | None:
         for fault in self.faults:
             if fault.method in (request.method, "*") and fault.path_regex.search(request.path):
                 fault.count -= 1
                 if fault.count <= 0:
                     self.faults.remove(fault)
-                return self._fault_response(request, fault)
+                await asyncio.sleep(fault.delay)
+                return None if fault.status is None else self._fault_response(request, fault.status, fault)
         return None
 
-    def _fault_response(self, request: web.Request, fault: Fault) -> web.Response:
+    def _fault_response(self, request: web.Request, status: int, fault: Fault) -> web.Response:
         headers = dict(fault.headers)
         body = fault.body
         if isinstance(body, str):
             content_type = headers.pop("Content-Type", None) or (
                 "text/html" if body.lstrip().startswith("<") else "text/plain"
             )
-            return web.Response(status=fault.status, text=body, content_type=content_type, headers=headers)
+            return web.Response(status=status, text=body, content_type=content_type, headers=headers)
         if body is None:
             message = {
                 429: "ThrottlerException: Too Many Requests",
                 500: "An unexpected error occurred.",
-            }.get(fault.status, HTTPStatus(fault.status).phrase)
+            }.get(status, HTTPStatus(status).phrase)
             if request.path.startswith("/toolbox/"):
-                body = _daemon_error_body(request, fault.status, message, _code_for(fault.status), source=None)
+                body = _daemon_error_body(request, status, message, _code_for(status), source=None)
             else:
-                body = _api_error_body(request, fault.status, message)
-        return web.json_response(body, status=fault.status, headers=headers)
+                body = _api_error_body(request, status, message)
+        return web.json_response(body, status=status, headers=headers)
 
     def _unauthorized(self, request: web.Request) -> web.Response | None:
         if request.headers.get("Authorization") == f"Bearer {self.api_key}":

@@ -5,7 +5,7 @@ Why a double and not mocks: the bot talks to Slack through ``slack_sdk.AsyncWebC
 in production (wrong ack timing, duplicate mention events, 429s, block limits, the bot reacting
 to its own echo). So the tests run the *unpatched* clients against this server, which speaks
 the same wire format, returns the same status codes and error strings, enforces the same limits
-and fails the same way as Slack does (see ``/work/shared/reference/slack.md``).
+and fails the same way as Slack does (see ``../shared/reference/slack.md``).
 
 Layout of one ``SlackDouble`` (a single aiohttp server on 127.0.0.1, random port):
 
@@ -16,8 +16,11 @@ Layout of one ``SlackDouble`` (a single aiohttp server on 127.0.0.1, random port
 * ``POST /commands/...``, ``POST /actions/...``  ``response_url`` targets (``respond()``).
 
 Tests drive the human side with the async helpers (``mention``, ``post_message``,
-``slash_command``, ``click`` ...) and assert on what a user would see (``thread``,
-``visible_text``, ``ephemerals``) or on protocol facts (``acks``, ``rate_limited``, ``calls``).
+``edit_message``, ``delete_message``, ``slash_command``, ``click`` ...) and assert on what a user
+would see (``thread``, ``visible_text``, ``ephemerals``, ``Message.versions`` with their times) or
+on protocol facts (``acks``, ``rate_limited``, ``calls``). Slowness and failures that Slack
+produces only now and then (a slow ``reactions.add``, a 429 or 503 on ``chat.update``, a 413 on
+an upload) are scheduled with ``SlackDouble.inject``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import pytest_asyncio
@@ -136,6 +140,9 @@ class Message:
     metadata: dict[str, Any] | None = None
     edited: dict[str, str] | None = None  # {"user", "ts"} of the last edit
     edits: list[dict[str, Any]] = field(default_factory=list)  # previous versions, oldest first
+    #: (time.monotonic(), visible text) of the post and of every edit, oldest first: what a user
+    #: saw and when, so tests can measure time to first text and the gaps between updates.
+    versions: list[tuple[float, str]] = field(default_factory=list)
 
     @property
     def is_reply(self) -> bool:
@@ -153,6 +160,10 @@ class Message:
             "markdown_text": self.markdown_text,
             "edited": self.edited,
         }
+
+    def record_version(self) -> None:
+        """Append the current visible text to ``versions``, stamped now."""
+        self.versions.append((time.monotonic(), visible_text(self)))
 
 
 @dataclass
@@ -211,14 +222,19 @@ class Ack:
 
 @dataclass
 class ApiCall:
-    """Log entry of one Web API request (after auth), with the outcome."""
+    """Log entry of one Web API request, with the outcome.
+
+    ``time`` is when the request arrived and ``done`` when its response was ready (both
+    ``time.monotonic()``), so an injected or real slowness shows as ``done - time``.
+    """
 
     method: str
     args: dict[str, Any]
     time: float
-    status: int = 200
+    status: int = 200  # HTTP status of the response
     ok: bool = True
-    error: str | None = None
+    error: str | None = None  # Slack's error string, if the body carried one
+    done: float | None = None  # None while the call is still being answered
 
 
 @dataclass
@@ -304,6 +320,19 @@ class _Bucket:
             self.tokens -= 1.0
             return None
         return (1.0 - self.tokens) / self.rate if self.rate > 0 else 60.0
+
+
+@dataclass
+class _Fault:
+    """One ``SlackDouble.inject`` order: how the next ``remaining`` matching calls behave."""
+
+    method: str  # Web API method, or "upload" for the files v2 upload target
+    remaining: int
+    delay: float
+    error: str | None
+    status: int | None
+    retry_after: int
+    match: Callable[[dict[str, Any]], bool] | None
 
 
 class _Fail(Exception):
@@ -609,6 +638,7 @@ class SlackDouble:
         self._tickets: dict[str, bool] = {}  # ticket -> used
         self._connections: list[_Connection] = []
         self._buckets: dict[str, _Bucket] = {}
+        self._faults: list[_Fault] = []
         self._last_us = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runner: web.AppRunner | None = None
@@ -683,6 +713,65 @@ class SlackDouble:
 
     def _touch(self) -> None:
         self._changed.set()
+
+    # ---------------------------------------------------------------- faults on demand
+    def inject(
+        self,
+        method: str,
+        *,
+        count: int = 1,
+        delay: float = 0.0,
+        error: str | None = None,
+        status: int | None = None,
+        retry_after: int | None = None,
+        match: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> None:
+        """Make the next ``count`` calls of ``method`` whose arguments satisfy ``match`` slow or fail.
+
+        Slack is sometimes slow and sometimes refuses a call; the bot must survive both, and a
+        test cannot wait for Slack to do it by chance. ``method`` is a Web API method
+        (``"reactions.add"``, ``"chat.update"`` ...; ``match`` gets the merged query/form/JSON
+        arguments) or ``"upload"``, the raw files v2 upload target ``POST /upload/v1/<id>``
+        (``match`` gets ``{"upload_id", "file_id", "filename"}``).
+
+        * ``delay``: seconds that pass before the call is handled; only that request waits
+          (aiohttp answers every request in its own task). Without ``error``/``status`` the call
+          then proceeds normally (auth already passed; rate limits are checked after the wait).
+        * ``error``: HTTP 200 ``{"ok": false, "error": error}``, logged as failed in ``calls``;
+          slack_sdk raises ``SlackApiError`` with ``response["error"] == error``.
+        * ``status=429``: exactly a real rate limit: HTTP 429 ``{"ok": false, "error":
+          "ratelimited"}`` with ``Retry-After: <retry_after or 1>``, logged in ``rate_limited``.
+        * other ``status`` on a Web API method: that status with an HTML error page, since Slack's
+          front end answers 5xx without JSON (slack-ruby-client PR #307, python-slack-sdk #718);
+          slack_sdk raises ``SlackApiError`` with ``response.status_code == status`` and empty
+          ``response.data``.
+        * ``status`` on ``"upload"`` (e.g. 413, what Slack answers a too-large upload): that status
+          with a ``text/plain`` reason phrase. ``files_upload_v2`` then raises
+          ``slack_sdk.errors.SlackRequestError("Failed to upload a file (status: 413, body:
+          <reason phrase>, filename: ..., title: ...)")`` (not ``SlackApiError``) and never calls
+          ``files.completeUploadExternal``: nothing is shared.
+
+        Orders apply in FIFO order: a call takes the oldest unused order that fits it.
+        """
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        if error is not None and status is not None:
+            raise ValueError("give error (HTTP 200 ok:false) or status, not both")
+        if status is not None and not 400 <= status <= 599:
+            raise ValueError(f"status {status} is not an error status")
+        if error is not None and method == "upload":
+            raise ValueError("the upload target has no Slack error body; inject a status instead")
+        self._faults.append(_Fault(method, count, delay, error, status, retry_after or 1, match))
+
+    def _take_fault(self, method: str, args: dict[str, Any]) -> _Fault | None:
+        """Consume one use of the oldest order for this call, if any."""
+        for fault in self._faults:
+            if fault.method == method and (fault.match is None or fault.match(args)):
+                fault.remaining -= 1
+                if fault.remaining == 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
 
     # ---------------------------------------------------------------- ids and clocks
     def _next_ts(self) -> str:
@@ -787,6 +876,7 @@ class SlackDouble:
     def _store(self, msg: Message) -> Message:
         self._channels.setdefault(msg.channel, []).append(msg)
         self._index[(msg.channel, msg.ts)] = msg
+        msg.record_version()
         if msg.is_reply:
             parent = self._index[(msg.channel, msg.thread_ts or "")]
             parent.thread_ts = parent.ts
@@ -809,6 +899,28 @@ class SlackDouble:
         if target.is_reply:
             target = self._index[(channel, target.thread_ts or "")]
         return target.ts, target.user
+
+    def _live(self, channel: str, ts: str) -> Message | None:
+        """The message at (channel, ts) unless it is gone (a tombstone counts as gone)."""
+        msg = self._index.get((channel, ts))
+        return None if msg is None or msg.subtype == "tombstone" else msg
+
+    def _edit(self, msg: Message, user: str, change: Callable[[Message], None]) -> dict[str, Any]:
+        """Apply ``change`` as one edit by ``user``; return the ``message_changed`` event.
+
+        Every edit path (``chat.update``, ``replace_original``, a human editing) must keep the
+        old version in ``edits``, stamp ``edited`` and time the new visible version alike;
+        delivering the event is left to the caller because humans' and the bot's edits reach
+        the app at different moments.
+        """
+        before = self.message_dict(msg)
+        msg.edits.append(msg.snapshot())
+        change(msg)
+        event_ts = self._next_ts()
+        msg.edited = {"user": user, "ts": event_ts}
+        msg.record_version()
+        self._touch()
+        return self._changed_event(msg, before, event_ts)
 
     # ---------------------------------------------------------------- HTTP: Web API
     async def _read_args(self, request: web.Request) -> tuple[dict[str, Any], bool]:
@@ -848,48 +960,67 @@ class SlackDouble:
             token = "" if is_json else _arg_str(args, "token") or ""
         call = ApiCall(method=method, args=args, time=time.monotonic())
         self.calls.append(call)
+        response = await self._answer(call, token)
+        call.status, call.done = response.status, time.monotonic()
+        self._touch()
+        return response
 
-        def fail(error: str, **extra: Any) -> web.Response:
-            call.ok, call.error = False, error
-            self._touch()
-            return self._json({"ok": False, "error": error, **extra})
-
-        handler = self._methods.get(method)
+    async def _answer(self, call: ApiCall, token: str) -> web.Response:
+        """Slack's answer to one Web API call; failures are also written onto ``call``."""
+        handler = self._methods.get(call.method)
         if handler is None:
-            return fail("unknown_method", req_method=method)
-        if not token:
-            return fail("not_authed")
-        if method == "apps.connections.open":
-            if token.startswith("xoxb-") and token != self.bot_token:
-                return fail("invalid_auth")
-            if token == self.bot_token:
-                return fail("not_allowed_token_type")
-            if token != self.app_token:
-                return fail("invalid_auth")
-        else:
-            if token == self.app_token:
-                return fail("not_allowed_token_type")
-            if token != self.bot_token:
-                return fail("invalid_auth")
-
-        wait = self._rate_check(method, args)
+            return self._fail(call, "unknown_method", req_method=call.method)
+        auth_error = self._auth_error(call.method, token)
+        if auth_error is not None:
+            return self._fail(call, auth_error)
+        fault = self._take_fault(call.method, call.args)
+        if fault is not None:
+            await asyncio.sleep(fault.delay)
+            if fault.error is not None:
+                return self._fail(call, fault.error)
+            if fault.status is not None:
+                return self._http_error(call, fault.status, fault.retry_after)
+        wait = self._rate_check(call.method, call.args)
         if wait is not None:
-            retry_after = max(1, math.ceil(wait))
-            call.status, call.ok, call.error = 429, False, "ratelimited"
-            self.rate_limited.append(method)
-            self._touch()
+            return self._http_error(call, 429, max(1, math.ceil(wait)))
+        try:
+            result = await handler(call.args, token)
+        except _Fail as err:
+            return self._fail(call, err.error, **err.extra)
+        headers = {"x-oauth-scopes": "app_mentions:read,channels:history,chat:write,commands"}
+        return self._json({"ok": True, **result}, headers=headers)
+
+    def _auth_error(self, method: str, token: str) -> str | None:
+        """Slack's error for a missing or wrong token (app tokens only open connections)."""
+        if not token:
+            return "not_authed"
+        if method == "apps.connections.open":
+            if token == self.bot_token:
+                return "not_allowed_token_type"
+            return None if token == self.app_token else "invalid_auth"
+        if token == self.app_token:
+            return "not_allowed_token_type"
+        return None if token == self.bot_token else "invalid_auth"
+
+    def _fail(self, call: ApiCall, error: str, **extra: Any) -> web.Response:
+        """HTTP 200 ``{"ok": false, "error": ...}``: how Slack reports almost every failure."""
+        call.ok, call.error = False, error
+        return self._json({"ok": False, "error": error, **extra})
+
+    def _http_error(self, call: ApiCall, status: int, retry_after: int) -> web.Response:
+        """A non-200 Web API answer: the rate limit, or an error page from Slack's front end."""
+        call.ok = False
+        if status == 429:
+            call.error = "ratelimited"
+            self.rate_limited.append(call.method)
             return self._json(
                 {"ok": False, "error": "ratelimited"},
                 status=429,
                 headers={"Retry-After": str(retry_after)},
             )
-        try:
-            result = await handler(args, token)
-        except _Fail as err:
-            return fail(err.error, **err.extra)
-        self._touch()
-        headers = {"x-oauth-scopes": "app_mentions:read,channels:history,chat:write,commands"}
-        return self._json({"ok": True, **result}, headers=headers)
+        phrase = f"{status} {HTTPStatus(status).phrase}"
+        page = f"<html><head><title>{phrase}</title></head><body><h1>{phrase}</h1></body></html>"
+        return web.Response(status=status, text=page, content_type="text/html")
 
     def _rate_check(self, method: str, args: dict[str, Any]) -> float | None:
         per_minute = self.rate_limits.get(method, TIER_3)
@@ -1015,36 +1146,34 @@ class SlackDouble:
     async def _chat_update(self, args: dict[str, Any], token: str) -> dict[str, Any]:
         channel = self._channel_arg(args)
         ts = _arg_str(args, "ts") or ""
-        msg = self._index.get((channel, ts))
-        if msg is None or msg.subtype == "tombstone":
+        msg = self._live(channel, ts)
+        if msg is None:
             raise _Fail("message_not_found")
         if msg.user != self.bot_user_id:
             raise _Fail("cant_update_message")
         text, blocks, markdown_text = self._content_args(args, require=False)
         if text is None and blocks is None and markdown_text is None and "attachments" not in args:
             raise _Fail("no_text")
-        before = self.message_dict(msg)
-        msg.edits.append(msg.snapshot())
-        if markdown_text is not None:
-            msg.markdown_text, msg.text, msg.blocks = markdown_text, "", []
-        else:
-            msg.markdown_text = None
+
+        def change(m: Message) -> None:
+            if markdown_text is not None:
+                m.markdown_text, m.text, m.blocks = markdown_text, "", []
+                return
+            m.markdown_text = None
             if text is not None:
-                msg.text = text
+                m.text = text
             if blocks is not None:  # omitted keeps the old blocks; [] clears them
-                msg.blocks = blocks
-        new_ts = self._next_ts()
-        msg.edited = {"user": self.bot_user_id, "ts": new_ts}
-        self._touch()
-        self._spawn(self._deliver_later(self._changed_event(msg, before, new_ts)))
+                m.blocks = blocks
+
+        self._spawn(self._deliver_later(self._edit(msg, self.bot_user_id, change)))
         return {"channel": channel, "ts": ts, "text": msg.markdown_text or msg.text,
                 "message": self.message_dict(msg)}  # fmt: skip
 
     async def _chat_delete(self, args: dict[str, Any], token: str) -> dict[str, Any]:
         channel = self._channel_arg(args)
         ts = _arg_str(args, "ts") or ""
-        msg = self._index.get((channel, ts))
-        if msg is None or msg.subtype == "tombstone":
+        msg = self._live(channel, ts)
+        if msg is None:
             raise _Fail("message_not_found")
         if msg.user != self.bot_user_id:
             raise _Fail("cant_delete_message")
@@ -1314,6 +1443,18 @@ class SlackDouble:
         else:
             data = await request.read()
         stored = self._files[file_id]
+        upload = {"upload_id": request.match_info["upload_id"], "file_id": file_id,
+                  "filename": stored.meta["name"]}  # fmt: skip
+        fault = self._take_fault("upload", upload)
+        if fault is not None:
+            await asyncio.sleep(fault.delay)
+            if fault.status is not None:  # the upload target speaks text/plain, errors included
+                return web.Response(
+                    status=fault.status,
+                    text=HTTPStatus(fault.status).phrase,
+                    content_type="text/plain",
+                    headers={"Retry-After": str(fault.retry_after)} if fault.status == 429 else None,
+                )
         stored.content = data
         stored.meta["size"] = len(data)
         return web.Response(status=200, text=f"OK - {len(data)}", content_type="text/plain")
@@ -1420,14 +1561,11 @@ class SlackDouble:
                 return
             if payload.get("replace_original") and original is not None:
                 text, blocks, markdown_text = self._content_args(payload)
-                before = self.message_dict(original)
-                original.edits.append(original.snapshot())
-                original.text, original.markdown_text = text or "", markdown_text
-                original.blocks = blocks or []
-                event_ts = self._next_ts()
-                original.edited = {"user": self.bot_user_id, "ts": event_ts}
-                self._touch()
-                self._spawn(self._deliver_later(self._changed_event(original, before, event_ts)))
+
+                def replace(m: Message) -> None:
+                    m.text, m.markdown_text, m.blocks = text or "", markdown_text, blocks or []
+
+                self._spawn(self._deliver_later(self._edit(original, self.bot_user_id, replace)))
                 return
         if not any(payload.get(k) for k in ("text", "blocks", "markdown_text", "attachments")):
             return
@@ -1747,14 +1885,27 @@ class SlackDouble:
         msg = self._index[(channel, ts)]
         if msg.user != user:
             raise ValueError("users can only edit their own messages")
-        before = self.message_dict(msg)
-        msg.edits.append(msg.snapshot())
-        msg.text, msg.blocks = text, _rich_text_from(text)
-        event_ts = self._next_ts()
-        msg.edited = {"user": user, "ts": event_ts}
-        self._touch()
+
+        def retype(m: Message) -> None:
+            m.text, m.blocks = text, _rich_text_from(text)
+
+        event = self._edit(msg, user, retype)
         if channel not in self.not_member:
-            self._enqueue_event(self._changed_event(msg, before, event_ts))
+            self._enqueue_event(event)
+        await asyncio.sleep(0)
+
+    async def delete_message(self, channel: str, ts: str) -> None:
+        """A person deletes a message, any message (their own, or the bot's as an admin would).
+
+        The case this exists for: someone deletes the bot's placeholder while the bot is still
+        editing it. The message goes (a parent with replies stays as a tombstone), the app gets
+        ``message_deleted``, and a later ``chat.update`` of it fails with ``message_not_found``,
+        as in Slack.
+        """
+        msg = self._live(channel, ts)
+        if msg is None:
+            raise ValueError(f"no message {ts} in {channel}")
+        self._delete(msg)
         await asyncio.sleep(0)
 
     async def slash_command(
