@@ -139,7 +139,9 @@ class Maison:
     ) -> MaisonSandbox:
         """Re-attach to an existing sandbox by id, starting it if Daytona stopped it.
 
-        Raises `SandboxGoneError` if it no longer exists (or is being destroyed).
+        Raises `SandboxGoneError` if it no longer exists (or is being destroyed). A client
+        that replaces one that died mid-run should call `kill_stale_runs()` on the result:
+        the dead client's Claude Code may still be running there.
         """
         owns_client = daytona is None
         client = daytona or _client(daytona_config)

@@ -9,25 +9,36 @@ How a run works, and why:
 * Claude's stdout is `tee`d into `out.jsonl` in the sandbox and followed over Daytona's log
   WebSocket, so each byte crosses once, as soon as it is written. If the WebSocket fails, we
   poll the file from the byte offset already received: still linear, never a re-download.
+* A run can be cancelled from the moment `stream()` starts: before the launch it is simply
+  never launched; during and after it, a marker file and the pid file let `cancel()` and the
+  run script agree, so Claude cannot start unseen (see `MaisonSandbox._launch`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import codecs
 import contextlib
 import logging
 import re
 import shlex
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from daytona import AsyncDaytona, AsyncSandbox, DaytonaFileNotFoundError, FileUpload, SessionExecuteRequest
 
 from maison_slack.core.daytona_calls import call
-from maison_slack.core.errors import ClaudeNotFoundError, MaisonError, RunTimeoutError, SandboxGoneError
+from maison_slack.core.errors import (
+    ClaudeNotFoundError,
+    MaisonError,
+    RunTimeoutError,
+    SandboxGoneError,
+    SandboxUnavailableError,
+)
 from maison_slack.core.events import StreamEvent, StreamParser
 
 logger = logging.getLogger(__name__)
@@ -39,6 +50,10 @@ run_dir=$1
 shift
 export PATH="$HOME/.maison/npm/bin:$PATH"  # where Maison installs Claude Code if the image lacks it
 echo "$$" > "$run_dir/pid"
+# A kill creates the cancel marker, then reads the pid; we write the pid, then look for the
+# marker. Whichever comes second sees the other's file: a kill racing the launch either
+# stops us here or finds our pid (see MaisonSandbox._launch).
+if [ -e "$run_dir/cancel" ]; then echo 143 > "$run_dir/exit_code"; exit 143; fi
 claude "$@" < "$run_dir/prompt" 2> "$run_dir/stderr" | tee "$run_dir/out.jsonl"
 rc=${PIPESTATUS[0]}
 echo "$rc" > "$run_dir/exit_code"
@@ -46,14 +61,34 @@ if [ -s "$run_dir/stderr" ]; then cat "$run_dir/stderr" >&2; fi
 exit "$rc"
 """
 
-#: Kills the run's whole process session (Claude and the tools it started).
-#: Returns only once they are gone: TERM, up to 2 s of grace, then KILL.
-KILL_SCRIPT = (
-    'pid=$(cat {run_dir}/pid 2>/dev/null) || exit 0; [ -n "$pid" ] || exit 0; '
-    'kill -TERM -- -"$pid" 2>/dev/null; pkill -TERM -s "$pid" 2>/dev/null; '
-    'for _ in $(seq 20); do pgrep -s "$pid" >/dev/null || exit 0; sleep 0.1; done; '
-    'kill -KILL -- -"$pid" 2>/dev/null; pkill -KILL -s "$pid" 2>/dev/null; '
-    'for _ in $(seq 20); do pgrep -s "$pid" >/dev/null || exit 0; sleep 0.1; done; true'
+#: `kill_run DIR`: stop the run in DIR for good. Creates the cancel marker first (the run
+#: script's handshake), then kills the run's whole process session (Claude and the tools it
+#: started): TERM, up to 2 s of grace, then KILL; returns only once they are gone.
+#: Plain POSIX sh (no globs, no `$_`): Daytona runs `process.exec` commands with zsh.
+KILL_RUN_FUNCTION = (
+    'kill_run() { touch "$1/cancel" 2>/dev/null; '
+    'leader=$(cat "$1/pid" 2>/dev/null) || return 0; [ -n "$leader" ] || return 0; '
+    'kill -TERM -- -"$leader" 2>/dev/null; pkill -TERM -s "$leader" 2>/dev/null; '
+    'for i in $(seq 20); do pgrep -s "$leader" >/dev/null || return 0; sleep 0.1; done; '
+    'kill -KILL -- -"$leader" 2>/dev/null; pkill -KILL -s "$leader" 2>/dev/null; '
+    'for i in $(seq 20); do pgrep -s "$leader" >/dev/null || return 0; sleep 0.1; done; }\n'
+)
+
+#: Kills every run under the work dir (the `cwd`) that is still alive although its script
+#: never wrote an exit code, except the run named by $MAISON_KEEP_RUN; prints how many.
+#: "Alive" means a process of the pid file's session still names the run id on its command
+#: line (the run script and `tee` do): after a sandbox restart the pid may belong to another
+#: process, and only this run's own processes may be killed.
+KILL_STALE_SCRIPT = KILL_RUN_FUNCTION + (
+    "killed=0\n"
+    "for pid_file in $(find .maison/runs -mindepth 2 -maxdepth 2 -name pid 2>/dev/null); do\n"
+    "  dir=${pid_file%/pid}; run=${dir##*/}\n"
+    '  [ -e "$dir/exit_code" ] || [ "$run" = "$MAISON_KEEP_RUN" ] && continue\n'
+    '  pid=$(cat "$pid_file" 2>/dev/null); [ -n "$pid" ] || continue\n'
+    '  pgrep -s "$pid" -f -- "$run" >/dev/null 2>&1 || continue\n'
+    '  kill_run "$dir"; killed=$((killed + 1))\n'
+    "done\n"
+    'echo "$killed"\n'
 )
 
 CLAUDE_FLAGS = (
@@ -68,23 +103,38 @@ _SAFE_ARG = re.compile(r"^[A-Za-z0-9._:/@\[\]-]+$")
 
 @dataclass
 class _Run:
-    """The state of one `stream()` call."""
+    """The state of one `stream()` call, registered as soon as the call starts."""
 
     run_id: str
-    run_dir: str
+    run_dir: str = ""  # set once the work dir is known, before anything is uploaded
     parser: StreamParser = field(default_factory=StreamParser)
     queue: asyncio.Queue[StreamEvent | None] = field(default_factory=asyncio.Queue)
     cmd_id: str | None = None
-    offset: int = 0  # bytes of out.jsonl already received
+    offset: int = 0  # bytes of out.jsonl already received, by either path
+    decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
     stderr: list[str] = field(default_factory=list)
     saw_result: bool = False
-    cancelled_by: str | None = None
+    cancelled_by: str | None = None  # the mark: set by `_kill`, checked by `_launch`
+    cancel_requested: asyncio.Event = field(default_factory=asyncio.Event)  # wakes a pre-launch wait
+    launching: bool = False  # the launch request may have reached Daytona: kills must happen there
     finished: bool = False
     killing: asyncio.Lock = field(default_factory=asyncio.Lock)  # held while a kill is in progress
 
     def emit_stdout(self, text: str) -> None:
+        """WebSocket path: the SDK decodes the bytes (holding back an incomplete character),
+        so the UTF-8 length of `text` is exactly the bytes of out.jsonl it covers: Claude
+        writes valid UTF-8. Polling can then resume from `offset` at a character boundary."""
         self.offset += len(text.encode("utf-8"))
-        for event in self.parser.feed(text):
+        self.deliver(self.parser.feed(text))
+
+    def emit_bytes(self, data: bytes, *, final: bool = False) -> None:
+        """Polling path: raw bytes of out.jsonl from `offset`. The incremental decoder keeps a
+        character split between two reads, and the parser a line split between many."""
+        self.offset += len(data)
+        self.deliver(self.parser.feed(self.decoder.decode(data, final)))
+
+    def deliver(self, events: Iterable[StreamEvent]) -> None:
+        for event in events:
             self.saw_result |= event.type == "result"
             self.queue.put_nowait(event)
 
@@ -92,7 +142,13 @@ class _Run:
 class MaisonSandbox:
     """A Daytona sandbox with Claude Code, ready to stream runs.
 
-    Make one with `Maison.create_sandbox_for_claude()` or `Maison.attach()`.
+    Make one with `Maison.create_sandbox_for_claude()` or `Maison.attach()`. It is an async
+    context manager whose exit is `close()` (kill any run, delete the sandbox), so a sandbox
+    meant to live only for a block cannot outlive it::
+
+        async with await Maison.create_sandbox_for_claude() as sandbox:
+            async for event in sandbox.stream("fix the tests"):
+                ...
     """
 
     def __init__(
@@ -111,11 +167,18 @@ class MaisonSandbox:
         self._run_timeout = run_timeout
         self._model = model
         self._work_dir: str | None = None
+        self._prepared = False
         self._session = f"maison-{uuid.uuid4().hex[:12]}"
         self._lock = asyncio.Lock()
         self._run: _Run | None = None
         #: Claude Code's conversation id; `continue_conversation=True` resumes it.
         self.claude_session_id = claude_session_id
+
+    async def __aenter__(self) -> MaisonSandbox:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
     @property
     def id(self) -> str:
@@ -132,13 +195,20 @@ class MaisonSandbox:
 
     @property
     def running(self) -> bool:
+        """Whether a `stream()` is in progress, from its start (upload, launch) to its end."""
         return self._run is not None and not self._run.finished
 
+    async def _work_directory(self) -> str:
+        """The sandbox's work dir, under which `.maison/` holds the run script and the runs."""
+        if self._work_dir is None:
+            self._work_dir = await call("Reading the sandbox's work dir", self._sandbox.get_work_dir)
+        return self._work_dir
+
     async def _prepare(self) -> str:
-        """Once per object: find the work dir, install the run script, check for `claude`."""
-        if self._work_dir is not None:
-            return self._work_dir
-        work_dir = await call("Reading the sandbox's work dir", self._sandbox.get_work_dir)
+        """Once per object: install the run script, check for `claude`, open the session."""
+        work_dir = await self._work_directory()
+        if self._prepared:
+            return work_dir
         await call(
             "Installing the run script",
             lambda: self._sandbox.fs.upload_file(RUN_SCRIPT.encode(), f"{work_dir}/.maison/run.sh"),
@@ -150,7 +220,7 @@ class MaisonSandbox:
                 f"The claude binary was not found in sandbox {self.id}; install @anthropic-ai/claude-code there."
             )
         await call("Opening a Daytona session", lambda: self._sandbox.process.create_session(self._session), retry=False)
-        self._work_dir = work_dir
+        self._prepared = True
         return work_dir
 
     def _claude_args(self, run: _Run, instructions: str | None, continue_conversation: bool) -> list[str]:
@@ -185,33 +255,20 @@ class MaisonSandbox:
         `timeout` (default: the sandbox's `run_timeout`) kills the run and raises
         `RunTimeoutError`. Every run ends with one `result` event (synthesised when Claude
         Code exits without one, e.g. when cancelled), then a `stderr` event if there was any.
+        `cancel()` works from the moment iteration starts, even before Claude is launched.
         Closing the iterator early kills the run.
         """
         async with self._lock:
-            work_dir = await self._prepare()
-            run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
-            run = _Run(run_id=run_id, run_dir=f"{work_dir}/.maison/runs/{run_id}")
-            uploads = [FileUpload(prompt.encode("utf-8"), f"{run.run_dir}/prompt")]
-            if instructions:
-                uploads.append(FileUpload(instructions.encode("utf-8"), f"{run.run_dir}/instructions"))
-            await call("Uploading the prompt", lambda: self._sandbox.fs.upload_files(uploads))
-            command = (
-                f"cd {shlex.quote(work_dir)} && setsid --wait bash .maison/run.sh {shlex.quote(run.run_dir)} "
-                + shlex.join(self._claude_args(run, instructions, continue_conversation))
-            )
-            response = await call(
-                "Starting Claude Code",
-                lambda: self._sandbox.process.execute_session_command(
-                    self._session, SessionExecuteRequest(command=command, run_async=True)
-                ),
-                retry=False,
-            )
-            run.cmd_id = response.cmd_id
+            run = _Run(run_id=f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}")
             self._run = run
-            pump = asyncio.create_task(self._pump(run, poll_interval), name=f"maison-pump-{run_id}")
-            limit = timeout if timeout is not None else self._run_timeout
-            deadline = None if limit is None else asyncio.get_running_loop().time() + limit
+            pump: asyncio.Task[None] | None = None
             try:
+                if await self._launch(run, prompt, instructions, continue_conversation):
+                    pump = asyncio.create_task(self._pump(run, poll_interval), name=f"maison-pump-{run.run_id}")
+                else:
+                    self._finish(run, None)  # cancelled before launch: only the synthesised result
+                limit = timeout if timeout is not None else self._run_timeout
+                deadline = None if limit is None else asyncio.get_running_loop().time() + limit
                 while True:
                     remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
                     try:
@@ -226,15 +283,75 @@ class MaisonSandbox:
                     if event.type == "result" and event.data.get("session_id"):
                         self.claude_session_id = event.data["session_id"]
                     yield event
-                await pump  # re-raise a failure of the pump
+                if pump is not None:
+                    await pump  # re-raise a failure of the pump
             finally:
                 if not run.finished:
                     await self._kill(run, "closed")
-                if not pump.done():
+                if pump is not None and not pump.done():
                     pump.cancel()
                     with contextlib.suppress(asyncio.CancelledError, MaisonError):
                         await pump
                 self._run = None
+
+    async def _launch(self, run: _Run, prompt: str, instructions: str | None, continue_conversation: bool) -> bool:
+        """Upload the prompt and start Claude Code, unless the run is cancelled first.
+
+        Returns whether the run was launched. A cancel that lands before the launch request
+        is sent just stops us here; one that lands while it is in flight or later must kill in
+        the sandbox. Two Dekker-style handshakes make sure no launch goes unseen:
+        * here, `launching` is set and the mark checked with no `await` in between, and
+          `_kill` sets the mark before it reads `launching`: either we see the mark and never
+          launch, or `_kill` sees `launching` and kills in the sandbox;
+        * there, `kill_run` creates the cancel marker before it reads the pid file, and
+          `RUN_SCRIPT` writes its pid before it looks for the marker: either the script
+          exits without starting Claude, or the kill finds its pid — even when the kill
+          reaches the sandbox before the launch request does.
+        """
+        work_dir = await self._prepare()
+        if run.cancelled_by:
+            return False
+        run.run_dir = f"{work_dir}/.maison/runs/{run.run_id}"
+        uploads = [FileUpload(prompt.encode("utf-8"), f"{run.run_dir}/prompt")]
+        if instructions:
+            uploads.append(FileUpload(instructions.encode("utf-8"), f"{run.run_dir}/instructions"))
+        await self._until_cancelled(run, call("Uploading the prompt", lambda: self._sandbox.fs.upload_files(uploads)))
+        if run.cancelled_by:
+            return False
+        command = (
+            f"cd {shlex.quote(work_dir)} && setsid --wait bash .maison/run.sh {shlex.quote(run.run_dir)} "
+            + shlex.join(self._claude_args(run, instructions, continue_conversation))
+        )
+        run.launching = True
+        response = await call(
+            "Starting Claude Code",
+            lambda: self._sandbox.process.execute_session_command(
+                self._session, SessionExecuteRequest(command=command, run_async=True)
+            ),
+            retry=False,
+        )
+        run.cmd_id = response.cmd_id
+        if run.cancelled_by:
+            # `_kill` has already run the kill in the sandbox, but a kill that failed only
+            # logs a warning: now that the command certainly exists, make sure it is dead.
+            await self._kill(run, run.cancelled_by)
+        return True
+
+    @staticmethod
+    async def _until_cancelled(run: _Run, step: Awaitable[None]) -> None:
+        """Await `step`, abandoning it as soon as the run is cancelled: a cancel must not wait
+        out a Retry-After that `call` sleeps before retrying an upload nobody needs anymore."""
+        task = asyncio.ensure_future(step)
+        cancelled = asyncio.ensure_future(run.cancel_requested.wait())
+        try:
+            await asyncio.wait({task, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cancelled.cancel()
+            if run.cancelled_by or not task.done():  # cancelled run, or stream() itself cancelled
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if not run.cancelled_by:
+            await task  # done: re-raise its failure
 
     async def _pump(self, run: _Run, poll_interval: float) -> None:
         """Move Claude's output into `run.queue`: push first, polling if push fails."""
@@ -261,19 +378,22 @@ class MaisonSandbox:
         return command.exit_code
 
     async def _poll(self, run: _Run, poll_interval: float) -> int:
-        """Read out.jsonl from the received offset until the command has exited and all is read."""
+        """Read out.jsonl from the received offset until the command has exited and all is read.
+
+        Raw bytes, base64-encoded for the JSON response: the offset stays exact in bytes, and
+        a chunk may end anywhere (mid-line, mid-character) since the run's decoder and parser
+        carry the rest over, so a line longer than a chunk is just read in several."""
         logger.info("Polling run %s from byte %d", run.run_id, run.offset)
         exit_code: int | None = None
         while True:
             command = (
                 f"tail -c +{run.offset + 1} {shlex.quote(run.run_dir)}/out.jsonl 2>/dev/null "
-                f"| head -c {_POLL_CHUNK_BYTES}"
+                f"| head -c {_POLL_CHUNK_BYTES} | base64 -w0"
             )
             response = await call("Reading Claude's output", lambda: self._sandbox.process.exec(command, timeout=60))
-            text = response.result or ""
-            complete = text[: text.rfind("\n") + 1]
-            if complete:
-                run.emit_stdout(complete)
+            data = base64.b64decode(response.result or "")
+            if data:
+                run.emit_bytes(data)
                 continue
             if exit_code is not None:
                 break
@@ -289,9 +409,8 @@ class MaisonSandbox:
         return exit_code
 
     def _finish(self, run: _Run, exit_code: int | None) -> None:
-        for event in run.parser.finish():
-            run.saw_result |= event.type == "result"
-            run.queue.put_nowait(event)
+        run.emit_bytes(b"", final=True)
+        run.deliver(run.parser.finish())
         stderr = "".join(run.stderr).strip()
         if not run.saw_result:
             if run.cancelled_by:
@@ -310,24 +429,47 @@ class MaisonSandbox:
         run.queue.put_nowait(None)
 
     async def _kill(self, run: _Run, reason: str) -> None:
+        """Mark the run cancelled and, once its launch may have reached Daytona, kill it there."""
         run.cancelled_by = run.cancelled_by or reason
+        run.cancel_requested.set()
+        if not run.launching:
+            return  # `_launch` checks the mark before it starts anything
         async with run.killing:
+            script = f"{KILL_RUN_FUNCTION}kill_run {shlex.quote(run.run_dir)}"
             try:
-                await call(
-                    "Stopping Claude Code",
-                    lambda: self._sandbox.process.exec(KILL_SCRIPT.format(run_dir=shlex.quote(run.run_dir)), timeout=30),
-                )
+                await call("Stopping Claude Code", lambda: self._sandbox.process.exec(script, timeout=30))
             except MaisonError as exc:
                 logger.warning("Could not kill run %s: %s", run.run_id, exc)
 
     async def cancel(self, reason: str = "cancelled") -> bool:
-        """Kill the running Claude Code process, if any. The stream then ends with a
-        `result` event of subtype `cancelled`. Returns whether a run was running."""
+        """Stop the current run, in whatever phase it is: one not launched yet never starts
+        Claude, a running one is killed. The stream then ends with a `result` event of
+        subtype `cancelled`. Returns whether a run was in progress."""
         run = self._run
         if run is None or run.finished:
             return False
         await self._kill(run, reason)
         return True
+
+    async def kill_stale_runs(self) -> int:
+        """Kill the runs that clients which died left running here; return how many.
+
+        A bot killed mid-run (SIGKILL, OOM, host crash) leaves Claude Code working, and
+        spending, with nobody to read or stop it. A run counts as left behind when its
+        script wrote a pid but no exit code and its processes still live. The run this
+        object is streaming is spared, but not those of other clients: call this when no one
+        else uses the sandbox, e.g. when a restarted bot attaches. Returns once they are gone.
+        """
+        work_dir = await self._work_directory()
+        keep = {"MAISON_KEEP_RUN": self._run.run_id if self._run is not None else ""}
+        response = await call(
+            "Stopping abandoned runs",
+            lambda: self._sandbox.process.exec(KILL_STALE_SCRIPT, cwd=work_dir, env=keep, timeout=300),
+        )
+        lines = (response.result or "").split()
+        if response.exit_code != 0 or not lines or not lines[-1].isdigit():
+            raise SandboxUnavailableError(f"Stopping abandoned runs failed: {(response.result or '')[-500:]}")
+        return int(lines[-1])
 
     async def read_file(self, path: str) -> str:
         """Read a text file from the sandbox (relative paths: from the work dir)."""
@@ -337,9 +479,21 @@ class MaisonSandbox:
         try:
             return await call(f"Reading {path}", lambda: self._sandbox.fs.download_file(path))
         except MaisonError as exc:
-            if isinstance(exc.__cause__, DaytonaFileNotFoundError):
-                raise FileNotFoundError(f"No such file in the sandbox: {path}") from exc
+            _raise_if_missing(exc, path)
             raise
+
+    async def file_size(self, path: str) -> int:
+        """Size in bytes of a file in the sandbox (relative paths: from the work dir), so a
+        caller can refuse a huge file before downloading it. Raises `FileNotFoundError` when
+        there is no such file and `IsADirectoryError` for a directory."""
+        try:
+            info = await call(f"Looking at {path}", lambda: self._sandbox.fs.get_file_info(path))
+        except MaisonError as exc:
+            _raise_if_missing(exc, path)
+            raise
+        if info.is_dir:
+            raise IsADirectoryError(f"Not a file but a directory in the sandbox: {path}")
+        return int(info.size)
 
     async def write_file(self, path: str, content: bytes | str) -> None:
         """Write a file into the sandbox, creating parent directories."""
@@ -361,3 +515,12 @@ class MaisonSandbox:
         finally:
             if self._owns_client:
                 await self._daytona.close()
+
+
+def _raise_if_missing(exc: MaisonError, path: str) -> None:
+    """Turn Daytona's "no such file" into `FileNotFoundError`. Daemons that send no `source`
+    get the status class (`DaytonaNotFoundError`) instead of `DaytonaFileNotFoundError`,
+    hence the look at the error code too (../shared/reference/daytona.md §10.1)."""
+    cause = exc.__cause__
+    if isinstance(cause, DaytonaFileNotFoundError) or getattr(cause, "code", None) == "FILE_NOT_FOUND":
+        raise FileNotFoundError(f"No such file in the sandbox: {path}") from exc
