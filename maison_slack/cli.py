@@ -11,9 +11,10 @@ import sys
 from typing import TextIO
 
 from maison_slack.core.errors import MaisonError
-from maison_slack.core.events import StreamEvent, tool_summary
+from maison_slack.core.events import StreamEvent
 from maison_slack.core.maison import Maison
 from maison_slack.core.sandbox import MaisonSandbox
+from maison_slack.core.summary import describe_tool, run_stats
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_CONFIG = 0, 1, 2
 QUIT_WORDS = {"quit", "exit", ":q"}
@@ -67,8 +68,7 @@ class Terminal:
         elif event.type == "thinking" and self.color:
             self._write(self._dim(event.content))
         elif event.type == "tool_use":
-            summary = tool_summary(event.data.get("input"))
-            self._line(self._dim(f"▸ {event.content}" + (f": {summary}" if summary else "")))
+            self._line(self._dim(f"▸ {describe_tool(event.content, event.data.get('input'))}"))
         elif event.type == "result":
             self.result(event)
         elif event.type == "stderr" and self.debug:
@@ -80,15 +80,9 @@ class Terminal:
         data = event.data
         if event.is_error:
             print(f"maison-cli: the run failed: {event.content or data.get('subtype')}", file=self.err, flush=True)
-        parts = []
-        if isinstance(data.get("duration_ms"), (int, float)):
-            parts.append(f"{data['duration_ms'] / 1000:.1f}s")
-        if isinstance(data.get("num_turns"), int):
-            parts.append(f"{data['num_turns']} turn{'s' if data['num_turns'] != 1 else ''}")
-        if isinstance(data.get("total_cost_usd"), (int, float)):
-            parts.append(f"${data['total_cost_usd']:.4f}")
-        if parts:
-            print(self._dim("(" + " · ".join(parts) + ")"), file=self.err, flush=True)
+        stats = run_stats(data.get("duration_ms"), data.get("num_turns"), data.get("total_cost_usd"))
+        if stats:
+            print(self._dim(f"({stats})"), file=self.err, flush=True)
 
 
 @contextlib.asynccontextmanager

@@ -156,18 +156,16 @@ class Store:
         assert session is not None
         return session
 
-    async def add_participant(self, channel: str, thread_ts: str, user_id: str) -> list[str]:
-        session = await self.get_session(channel, thread_ts)
-        if session is None:
-            return []
-        if user_id not in session.participants:
-            session.participants.append(user_id)
-            await self._db.execute(
-                "UPDATE sessions SET participants = ? WHERE channel = ? AND thread_ts = ?",
-                (json.dumps(session.participants), channel, thread_ts),
-            )
-            await self._db.commit()
-        return session.participants
+    async def add_participant(self, channel: str, thread_ts: str, user_id: str) -> None:
+        """Add `user_id` to the thread's participants, in one statement: two people writing at
+        once must not overwrite each other's entry (a read-modify-write across awaits did)."""
+        await self._db.execute(
+            "UPDATE sessions SET participants = json_insert(participants, '$[#]', ?)"
+            " WHERE channel = ? AND thread_ts = ?"
+            " AND NOT EXISTS (SELECT 1 FROM json_each(sessions.participants) WHERE value = ?)",
+            (user_id, channel, thread_ts, user_id),
+        )
+        await self._db.commit()
 
     async def set_sandbox(self, channel: str, thread_ts: str, sandbox_id: str | None, *,
                           context_note: str | None = None) -> None:
@@ -189,12 +187,6 @@ class Store:
         )
         await self._db.commit()
         return cursor.rowcount == 1
-
-    async def clear_context_note(self, channel: str, thread_ts: str) -> None:
-        await self._db.execute(
-            "UPDATE sessions SET context_note = NULL WHERE channel = ? AND thread_ts = ?", (channel, thread_ts)
-        )
-        await self._db.commit()
 
     async def set_claude_session(self, channel: str, thread_ts: str, claude_session_id: str | None) -> None:
         await self._db.execute(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 
 import pytest
@@ -44,8 +45,9 @@ async def test_one_prompt_streams_text_and_tool_lines(cli_env, daytona_double):
     code, out, err = await run_cli(cli_env, "-p", "please use a TOOL")
     assert code == 0, err
     assert "I'll create the file." in out
-    assert "▸ Bash: echo hi > hello.txt" in out
+    assert "▸ Running echo hi > hello.txt" in out
     assert "Tool finished" in out
+    assert re.search(r"^\(\d+\.\ds · 2 turns · \$\d+\.\d{4}\)$", err, re.MULTILINE), err
     assert "Creating a sandbox" in err and "Traceback" not in err
     await wait_all_gone(daytona_double)
 

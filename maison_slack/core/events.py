@@ -35,26 +35,6 @@ class StreamEvent:
         return self.type == "result" and bool(self.data.get("is_error"))
 
 
-_TOOL_SUMMARY_KEYS = ("command", "file_path", "notebook_path", "path", "pattern", "url", "query", "description", "prompt")
-
-
-def tool_summary(tool_input: Any, limit: int = 80) -> str:
-    """The one argument that says what a tool call does (`npm test`, `app.py`), shortened.
-
-    Shared by the terminal and Slack renderings so both name a tool call the same way.
-    """
-    if not isinstance(tool_input, dict):
-        return ""
-    for key in _TOOL_SUMMARY_KEYS:
-        value = tool_input.get(key)
-        if isinstance(value, str) and value.strip():
-            if key.endswith("path"):
-                value = value.rstrip("/").rsplit("/", 1)[-1] or value
-            line = value.strip().splitlines()[0]
-            return line if len(line) <= limit else line[: limit - 1] + "…"
-    return ""
-
-
 def _result_text(content: Any) -> str:
     """A tool_result's content is a string or a list of content blocks."""
     if isinstance(content, str):

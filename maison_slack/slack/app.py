@@ -13,7 +13,6 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
 from slack_sdk.web.async_client import AsyncWebClient
@@ -23,7 +22,7 @@ from maison_slack.slack.bot import Bot
 from maison_slack.slack.config import ConfigError, Settings, load_settings
 from maison_slack.slack.conversations import Conversations, UserNames
 from maison_slack.slack.reaper import Reaper
-from maison_slack.slack.reply import EditBudget
+from maison_slack.slack.reply import EditBudget, EditRateLimitHandler
 from maison_slack.slack.sandboxes import Sandboxes
 from maison_slack.storage import Store
 
@@ -33,14 +32,14 @@ logger = logging.getLogger("maison_slack")
 class MaisonApp:
     """The running bot: Bolt app, Socket Mode connection, conversations and reaper."""
 
-    def __init__(self, settings: Settings, store: Store, client: AsyncWebClient) -> None:
+    def __init__(self, settings: Settings, store: Store, client: AsyncWebClient, budget: EditBudget) -> None:
         self.settings = settings
         self.store = store
         self.sandboxes = Sandboxes(settings)
         users = UserNames(client)
         self.conversations = Conversations(
             settings=settings, store=store, client=client, sandboxes=self.sandboxes, users=users,
-            budget=EditBudget(settings.edits_per_minute),
+            budget=budget,
         )
         self.reaper = Reaper(store=store, sandboxes=self.sandboxes, conversations=self.conversations, client=client,
                              idle_timeout=settings.idle_timeout, interval=settings.reap_interval)
@@ -52,16 +51,17 @@ class MaisonApp:
     async def start(cls, settings: Settings) -> "MaisonApp":
         """Open the database, recover from a restart, start the reaper, connect to Slack."""
         store = await Store.open(settings.db_path)
+        budget = EditBudget(settings.edits_per_minute)
         client = AsyncWebClient(
             token=settings.slack_bot_token,
             base_url=settings.slack_api_url,
             retry_handlers=[
                 AsyncConnectionErrorRetryHandler(),
-                AsyncRateLimitErrorRetryHandler(max_retry_count=5),
+                EditRateLimitHandler(budget, max_retry_count=5),
                 AsyncServerErrorRetryHandler(max_retry_count=2),
             ],
         )
-        bot = cls(settings, store, client)
+        bot = cls(settings, store, client, budget)
         await bot.conversations.recover_interrupted()
         bot.reaper.start()
         await bot.handler.connect_async()

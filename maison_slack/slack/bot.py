@@ -15,11 +15,13 @@ REFUSAL = "Sorry, you are not allowed to use Maison here. Ask the person who run
 HELP = """*Maison runs Claude Code for your team, one sandbox per thread.*
 • Mention me with a task: `@Maison fix the failing test` — the thread becomes a session with its own sandbox.
 • Reply in the thread to continue the conversation; anyone in the channel can join in.
-• In a thread: `stop` stops the running task, `reset` deletes the sandbox and starts over, `file <path>` posts a file from the sandbox.
+• In a thread: `stop` stops the running task, `reset` deletes the sandbox and starts over, `file <path>` posts a file from the sandbox (one path, or a path in backticks).
 • `/maison <task>` starts a session, `/maison list` shows this channel's sessions, `/maison status` shows what is running.
 Idle sandboxes are deleted automatically; the next message in the thread starts a fresh one."""
 
-_FILE_COMMAND = re.compile(r"^(?:file|get)\s+(\S.*)$", re.IGNORECASE | re.DOTALL)
+#: `file <path>` only when the argument is one path-like token or a path in backticks: "file a bug
+#: report about…" and "get the failing tests green" are prompts, not commands.
+_FILE_COMMAND = re.compile(r"^file\s+(?:`([^`\n]+)`|([\w./~@+=,:-]+))$", re.IGNORECASE)
 
 
 @dataclass
@@ -31,18 +33,18 @@ class ThreadCommand:
 
 
 def parse_thread_command(text: str) -> ThreadCommand | None:
-    """`stop`, `reset`, `help` or `file <path>`, typed alone; anything else is a prompt."""
+    """`stop`, `reset`, `help` or `file <path>`, typed alone; anything else is a prompt.
+
+    Only unambiguous words are commands: "restart" or "get …" could be a task for Claude, and
+    taking a task for a command (deleting the sandbox, say) loses the person's request.
+    """
     words = text.strip()
     lowered = words.lower().rstrip("!.")
-    if lowered in ("stop", "cancel"):
-        return ThreadCommand("stop")
-    if lowered in ("reset", "restart"):
-        return ThreadCommand("reset")
-    if lowered == "help":
-        return ThreadCommand("help")
+    if lowered in ("stop", "reset", "help"):
+        return ThreadCommand(lowered)
     match = _FILE_COMMAND.match(words)
-    if match and "\n" not in match.group(1).strip():
-        return ThreadCommand("file", match.group(1).strip().strip("`"))
+    if match:
+        return ThreadCommand("file", (match.group(1) or match.group(2)).strip())
     return None
 
 

@@ -49,6 +49,8 @@ class Settings:
     instance: str = "default"
     edits_per_minute: int = 45
     edit_interval: float = 1.5
+    max_queued: int = 20
+    max_file_mb: int = 100
 
     def secrets(self) -> list[str]:
         """Values that must never appear in anything the bot posts."""
@@ -123,6 +125,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         instance=env.get("MAISON_INSTANCE", "").strip() or Settings.instance,
         edits_per_minute=int(number("MAISON_EDITS_PER_MINUTE", Settings.edits_per_minute, 1)),
         edit_interval=number("MAISON_EDIT_INTERVAL", Settings.edit_interval, 0),
+        max_queued=int(number("MAISON_MAX_QUEUED", Settings.max_queued, 1)),
+        max_file_mb=int(number("MAISON_MAX_FILE_MB", Settings.max_file_mb, 1)),
     )
     if problems:
         raise ConfigError(problems)

@@ -16,21 +16,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from maison_slack.core.errors import MaisonError, SandboxGoneError, SandboxStoppedError
 from maison_slack.core.events import StreamEvent
 from maison_slack.core.sandbox import MaisonSandbox
 from maison_slack.slack.config import Settings
-from maison_slack.slack.render import Redactor, footer, tool_status
+from maison_slack.core.summary import run_stats
+from maison_slack.slack.markup import tool_status
+from maison_slack.slack.redact import Redactor
 from maison_slack.slack.reply import EditBudget, LiveReply
 from maison_slack.slack.sandboxes import Sandboxes, thread_label
-from maison_slack.storage import DONE, FAILED, INTERRUPTED, QUEUED, STOPPED, Store
+from maison_slack.storage import DONE, FAILED, INTERRUPTED, RUNNING, STOPPED, Store
 
 logger = logging.getLogger(__name__)
 
 QUEUED_REACTION = "hourglass_flowing_sand"
+ACK_REACTION = "eyes"
 MAX_ATTACHMENT_BYTES = 50 * 1024 * 1024
 
 NOTES = {
@@ -120,21 +123,46 @@ class Conversations:
         self._redactor = Redactor(settings.secrets())
         self._threads: dict[ThreadKey, _Thread] = {}
         self._creating: set[str] = set()
+        self._tasks: set[asyncio.Future[None]] = set()
+        self._http: aiohttp.ClientSession | None = None
 
     # -- what the listeners call -------------------------------------------------------------
 
-    async def submit(self, prompt: Prompt) -> None:
-        """Queue a prompt in its thread; it runs after whatever the thread is already doing."""
+    async def submit(self, prompt: Prompt) -> bool:
+        """Queue a prompt in its thread; it runs after whatever the thread is already doing.
+
+        The prompt's place is fixed here, before any Slack call: the rows are written and the
+        job queued first, and the reactions (👀, or ⏳ when it waits) are sent afterwards in
+        the background, so a slow or rate-limited `reactions.add` can never reorder prompts.
+        Returns False (and says so in the thread) when the thread's queue is full.
+        """
         key = (prompt.channel, prompt.thread_ts)
         await self._store.create_session(prompt.channel, prompt.thread_ts, prompt.user)
+        thread = self._threads.setdefault(key, _Thread())
+        if thread.queued >= self._settings.max_queued:
+            self._background(self._say(key, f"<@{prompt.user}>, {thread.queued} messages are already waiting in "
+                                            "this thread, so I did not queue this one. Send it again once the "
+                                            f"queue is shorter (the limit is {self._settings.max_queued})."))
+            return False
+        thread.queued += 1  # counted before the awaits below, so a burst cannot overshoot the limit
         await self._store.add_participant(prompt.channel, prompt.thread_ts, prompt.user)
         run_id = await self._store.add_run(prompt.channel, prompt.thread_ts, prompt.user, prompt.message_ts)
-        thread = self._threads.setdefault(key, _Thread())
-        waits = self.busy(key)
-        if waits:
-            await self._react(prompt.channel, prompt.message_ts, QUEUED_REACTION)
-        thread.queued += 1
+        waits = thread.run_id is not None or thread.queued > 1
         self._enqueue(key, lambda: self._run(key, run_id, prompt, waited=waits))
+        self._background(self._react(prompt.channel, prompt.message_ts, QUEUED_REACTION if waits else ACK_REACTION))
+        return True
+
+    def _background(self, work: Awaitable[None]) -> None:
+        """Slack calls nobody waits for (reactions, notices): owned, logged, cancelled at close."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+
+        def done(finished: asyncio.Future[None]) -> None:
+            self._tasks.discard(task)
+            if not finished.cancelled() and finished.exception() is not None:
+                logger.warning("A background Slack call failed: %s", finished.exception())
+
+        task.add_done_callback(done)
 
     def busy(self, key: ThreadKey) -> bool:
         thread = self._threads.get(key)
@@ -162,27 +190,40 @@ class Conversations:
         self._enqueue(key, lambda: self._reset(key, user))
 
     async def send_file(self, key: ThreadKey, path: str) -> None:
-        """Upload a file from the thread's sandbox into the thread."""
+        """Upload a file from the thread's sandbox into the thread; every failure is said there."""
         channel, thread_ts = key
+        limit = self._settings.max_file_mb * 1024 * 1024
         try:
             sandbox = await self._sandbox_if_any(key)
             if sandbox is None:
                 await self._say(key, "This thread has no sandbox yet, so there is no file to fetch.")
                 return
+            size = await sandbox.file_size(path)
+            if size > limit:  # never read hundreds of MB into memory to find out Slack refuses them
+                await self._say(key, f"`{path}` is {size / 1024 / 1024:.1f} MB; `file` posts files up to "
+                                     f"{self._settings.max_file_mb} MB (MAISON_MAX_FILE_MB).")
+                return
             data = await sandbox.read_bytes(path)
+        except IsADirectoryError:
+            await self._say(key, f"`{path}` is a directory; `file` posts one file.")
+            return
         except FileNotFoundError:
             await self._say(key, f"There is no file `{path}` in the sandbox.")
             return
         except MaisonError as exc:
             await self._say(key, f":warning: Could not read `{path}`: {exc}")
             return
-        data = self._redact_bytes(data)
+        data = self._redactor.redact_bytes(data)
         name = path.rstrip("/").rsplit("/", 1)[-1] or "file"
         try:
             await self._client.files_upload_v2(channel=channel, thread_ts=thread_ts, content=data, filename=name,
                                                title=name, initial_comment=f"`{path}` from the sandbox")
         except SlackApiError as exc:
             await self._say(key, f":warning: Could not upload `{path}` to Slack: {exc.response.get('error')}")
+        except (SlackRequestError, aiohttp.ClientError, asyncio.TimeoutError) as exc:  # e.g. a 413 on the upload
+            logger.warning("Upload of %s failed: %s", path, exc)
+            await self._say(key, f":warning: Slack did not accept `{path}` ({len(data) / 1024 / 1024:.1f} MB): "
+                                 "the upload failed.")
 
     def describe(self, key: ThreadKey) -> str | None:
         """"running", "running, 2 queued"…, or None when the thread is idle."""
@@ -210,18 +251,56 @@ class Conversations:
         return set(self._creating)
 
     async def recover_interrupted(self) -> None:
-        """After a restart: mark runs that were cut off as interrupted, where people see them."""
+        """After a restart (even a SIGKILL): end the runs that were cut off, where people see them.
+
+        Claude may still be running in the sandbox (nothing killed it): kill it first, so a
+        follow-up never runs beside it. The partial answer stays in Slack: only the Stop
+        button goes, and the notice is added below it.
+        """
+        notice = ":warning: Interrupted: the bot restarted before this run finished. Send your message again to retry."
         for run in await self._store.live_runs():
-            await self._store.finish_run(run.id, INTERRUPTED, error="the bot restarted")
-            text = ":warning: This run was interrupted because the bot restarted. Send your message again to retry."
+            if run.state == RUNNING:
+                await self._kill_left_behind(run.channel, run.thread_ts)
             try:
-                if run.reply_ts:
-                    await self._client.chat_update(channel=run.channel, ts=run.reply_ts, text=text, blocks=[
-                        {"type": "section", "text": {"type": "mrkdwn", "text": text}}])
-                elif run.state == QUEUED:
-                    await self._say((run.channel, run.thread_ts), text)
+                if run.reply_ts and await self._close_reply(run, notice):
+                    pass
+                else:
+                    await self._say((run.channel, run.thread_ts), notice)
             except SlackApiError as exc:
                 logger.warning("Could not mark run %s as interrupted in Slack: %s", run.id, exc)
+            await self._store.finish_run(run.id, INTERRUPTED, error="the bot restarted")
+
+    async def _kill_left_behind(self, channel: str, thread_ts: str) -> None:
+        session = await self._store.get_session(channel, thread_ts)
+        if session is None or session.sandbox_id is None:
+            return
+        try:
+            sandbox = await self._sandboxes.attach(session.sandbox_id, session.claude_session_id)
+            killed = await sandbox.kill_stale_runs()
+        except MaisonError as exc:
+            logger.warning("Could not check sandbox %s for runs left behind: %s", session.sandbox_id, exc)
+            return
+        self._threads.setdefault((channel, thread_ts), _Thread()).sandbox = sandbox
+        if killed:
+            logger.info("Killed %d Claude run(s) left behind in sandbox %s", killed, sandbox.id)
+
+    async def _close_reply(self, run: Any, notice: str) -> bool:
+        """Remove the run's Stop button from whichever message of its reply holds it, and add
+        `notice` there, keeping the text. False if that message cannot be found."""
+        response = await self._client.conversations_replies(
+            channel=run.channel, ts=run.thread_ts, oldest=run.reply_ts, inclusive=True, limit=100)
+        controls = f"maison_controls_{run.id}"
+        for message in response.get("messages") or []:
+            blocks = message.get("blocks") or []
+            if not any(b.get("block_id") == controls for b in blocks):
+                continue
+            kept = [b for b in blocks if b.get("block_id") != controls and b.get("type") != "context"]
+            kept.append({"type": "context", "elements": [{"type": "mrkdwn", "text": notice}]})
+            await self._budget.acquire()
+            await self._client.chat_update(channel=run.channel, ts=message["ts"], text=message.get("text") or notice,
+                                           blocks=kept)
+            return True
+        return False
 
     async def close(self) -> None:
         """Cancel every worker; their runs are killed and marked interrupted."""
@@ -231,6 +310,11 @@ class Conversations:
         for worker in workers:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
 
     # -- the thread's job queue --------------------------------------------------------------
 
@@ -261,7 +345,7 @@ class Conversations:
         state, error, usage = FAILED, None, {}
         try:
             if waited:  # reactions.remove is a tier 2 method: no call for nothing
-                await self._unreact(prompt.channel, prompt.message_ts, QUEUED_REACTION)
+                self._background(self._unreact(prompt.channel, prompt.message_ts, QUEUED_REACTION))
             await reply.start("Starting…")
             await self._store.start_run(run_id, reply.ts or "")
             sandbox = await self._sandbox_for(key, reply)
@@ -326,7 +410,7 @@ class Conversations:
         data = result.data
         usage = {"cost_usd": data.get("total_cost_usd"), "duration_ms": data.get("duration_ms"),
                  "num_turns": data.get("num_turns")}
-        stats = footer(usage["duration_ms"], usage["num_turns"], usage["cost_usd"])
+        stats = run_stats(usage["duration_ms"], usage["num_turns"], usage["cost_usd"])
         if data.get("subtype") == "cancelled":
             who = f" by <@{stopped_by}>" if stopped_by else ""
             await reply.finish(" · ".join(filter(None, [f":octagonal_sign: Stopped{who}", stats])))
@@ -393,26 +477,46 @@ class Conversations:
             if earlier and all(r.user_id == starter for r in earlier):
                 text = (f"(Until now only {await self._users.name(starter)} (<@{starter}>) "
                         f"wrote in this thread.)\n{text}")
-        paths = []
+        paths: list[str] = []
         for file in prompt.files:
-            path = await self._copy_attachment(file, sandbox)
-            if path:
-                paths.append(path)
+            try:
+                paths.append(await self._copy_attachment(file, sandbox, taken=paths))
+            except Exception as exc:  # one bad file must not cost the whole prompt
+                name = file.get("name") or file.get("id") or "a file"
+                reason = str(exc) if isinstance(exc, (ValueError, MaisonError)) else f"download failed ({exc})"
+                logger.warning("Could not copy attachment %s: %s", name, reason)
+                text += f"\n\n(The attached file {name!r} could not be copied into the sandbox: {reason}.)"
+                self._background(self._say((prompt.channel, prompt.thread_ts),
+                                           f":warning: Could not copy `{name}` into the sandbox: {reason}. "
+                                           "Claude goes on without it."))
         if paths:
             text += "\n\nAttached files, copied into the sandbox: " + ", ".join(paths)
         return text
 
-    async def _copy_attachment(self, file: dict[str, Any], sandbox: MaisonSandbox) -> str | None:
+    async def _copy_attachment(self, file: dict[str, Any], sandbox: MaisonSandbox, *, taken: list[str]) -> str:
+        """Copy one attachment into `uploads/`, keeping its name (any script) and never
+        overwriting another file of the same prompt with the same name."""
         url = file.get("url_private_download") or file.get("url_private")
-        if not url or (file.get("size") or 0) > MAX_ATTACHMENT_BYTES:
-            return None
-        name = re.sub(r"[^A-Za-z0-9._-]+", "_", file.get("name") or file.get("id") or "file").strip("._") or "file"
-        headers = {"Authorization": f"Bearer {self._settings.slack_bot_token}"}
-        async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
-            response.raise_for_status()
-            data = await response.read()
+        if not url:
+            raise ValueError("Slack gave no download link for it")
+        if (file.get("size") or 0) > MAX_ATTACHMENT_BYTES:
+            raise ValueError(f"it is over the {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MB limit for attachments")
+        name = re.sub(r"[^\w.() +-]+", "_", file.get("name") or "").strip("._ ")[:120] or file.get("id") or "file"
         path = f"uploads/{name}"
-        await sandbox.write_file(path, data)
+        if path in taken:
+            stem, dot, suffix = name.rpartition(".")
+            path = f"uploads/{stem}-{file.get('id')}.{suffix}" if dot and stem else f"uploads/{name}-{file.get('id')}"
+        if self._http is None:  # one session for every download, with timeouts
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300, sock_connect=10, sock_read=60))
+        headers = {"Authorization": f"Bearer {self._settings.slack_bot_token}"}
+        data = bytearray()
+        async with self._http.get(url, headers=headers) as response:
+            response.raise_for_status()
+            async for chunk in response.content.iter_chunked(1 << 16):  # capped: never more than the limit
+                data += chunk
+                if len(data) > MAX_ATTACHMENT_BYTES:
+                    raise ValueError(f"it is over the {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MB limit for attachments")
+        await sandbox.write_file(path, bytes(data))
         return path
 
     async def _reset(self, key: ThreadKey, user: str) -> None:
@@ -443,11 +547,3 @@ class Conversations:
     async def _unreact(self, channel: str, ts: str, name: str) -> None:
         with contextlib.suppress(SlackApiError):
             await self._client.reactions_remove(channel=channel, timestamp=ts, name=name)
-
-    def _redact_bytes(self, data: bytes) -> bytes:
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            return data
-        return self._redactor.redact(text).encode("utf-8")
-

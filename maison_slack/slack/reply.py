@@ -16,36 +16,77 @@ import time
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
-from maison_slack.slack.render import Redactor, escape_mrkdwn, split_markdown
+from maison_slack.slack.markdown import split_markdown
+from maison_slack.slack.markup import escape_mrkdwn
+from maison_slack.slack.redact import Redactor
 
 logger = logging.getLogger(__name__)
 
 STOP_ACTION = "maison_stop"
-_FINAL_ATTEMPTS = 5
+_FINAL_ATTEMPTS = 4
+
+#: Errors that will not go away for this message: stop editing it and post the answer anew.
+MESSAGE_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed", "msg_too_long"})
+#: Errors that will not go away for this channel: stop posting there (the answer stays in SQLite).
+CHANNEL_GONE = frozenset({"channel_not_found", "is_archived", "not_in_channel", "channel_is_archived"})
 
 
 class EditBudget:
-    """Token bucket shared by all replies: `per_minute` edits, bursts of up to `burst`."""
+    """The one gate every edit passes: a token bucket shared by all replies (`per_minute` edits,
+    bursts of up to `burst`), closed while Slack's `Retry-After` for `chat.update` runs.
+
+    slack_sdk's retry handler delays only the request that got the 429; without the pause,
+    the other replies' edits would keep hitting Slack inside the window.
+    """
 
     def __init__(self, per_minute: int, burst: int = 5) -> None:
         self._rate = per_minute / 60.0
         self._capacity = float(burst)
         self._tokens = float(burst)
         self._updated = time.monotonic()
+        self._paused_until = 0.0
         self._lock = asyncio.Lock()
+
+    def pause(self, seconds: float) -> None:
+        """No edit leaves before `seconds` from now (a 429's Retry-After)."""
+        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
 
     async def acquire(self) -> None:
         async with self._lock:  # first come, first served: no reply starves
             while True:
                 now = time.monotonic()
+                if now < self._paused_until:
+                    await asyncio.sleep(self._paused_until - now)
+                    continue
                 self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
                 self._updated = now
                 if self._tokens >= 1:
                     self._tokens -= 1
                     return
                 await asyncio.sleep((1 - self._tokens) / self._rate)
+
+
+class EditRateLimitHandler(AsyncRateLimitErrorRetryHandler):
+    """slack_sdk's 429 retry, which also closes the `EditBudget` for a `chat.update` 429."""
+
+    def __init__(self, budget: EditBudget, max_retry_count: int = 5) -> None:
+        super().__init__(max_retry_count=max_retry_count)
+        self._budget = budget
+
+    async def prepare_for_next_attempt_async(self, *, state: RetryState, request: HttpRequest,
+                                             response: HttpResponse | None = None,
+                                             error: Exception | None = None) -> None:
+        if response is not None and request.url.rstrip("/").endswith("/chat.update"):
+            values = next((v for k, v in response.headers.items() if k.lower() == "retry-after"), ["1"])
+            with contextlib.suppress(ValueError, IndexError):
+                self._budget.pause(float(values[0]))
+        await super().prepare_for_next_attempt_async(state=state, request=request, response=response, error=error)
 
 
 def _stop_button(run_id: int) -> dict[str, Any]:
@@ -78,6 +119,8 @@ class LiveReply:
         self._sent: list[tuple[str, str]] = []  # (ts, rendered payload) per message
         self._dirty = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
+        #: Slack refuses every message in this channel now (deleted, archived, bot removed).
+        self.channel_gone = False
 
     @property
     def ts(self) -> str | None:
@@ -91,13 +134,6 @@ class LiveReply:
         self._flusher = asyncio.create_task(self._flush_loop(), name=f"reply-{self._run_id}")
         assert self.ts is not None
         return self.ts
-
-    @classmethod
-    async def adopt(cls, client: AsyncWebClient, channel: str, thread_ts: str, reply_ts: str, **kwargs: Any) -> "LiveReply":
-        """A reply for a message posted earlier (e.g. before a restart), to rewrite it."""
-        reply = cls(client, channel, thread_ts, **kwargs)
-        reply._sent = [(reply_ts, "")]
-        return reply
 
     def notice(self, text: str) -> None:
         """A line shown above Claude's answer (e.g. that earlier context is gone)."""
@@ -130,22 +166,31 @@ class LiveReply:
         if error:
             self._text = (self._text.rstrip() + "\n\n" if self._text.strip() else "") + f":warning: {error}"
         self._status = footer
+        # Bounded: a few short retries for transient failures (a permanent one is handled in
+        # `_sync` at once), so a dead message never holds the thread's queue for long.
         for attempt in range(_FINAL_ATTEMPTS):
             try:
                 await self._sync(final=True)
                 return
-            except SlackApiError as exc:
+            except Exception as exc:  # network timeouts too, not only Slack's own errors
                 logger.warning("Final update of reply %s failed (%s), attempt %d", self._run_id, exc, attempt + 1)
-                await asyncio.sleep(min(2**attempt, 10))
+                await asyncio.sleep(min(2**attempt, 4))
         logger.error("Could not deliver the final reply of run %s", self._run_id)
 
+    @property
+    def text(self) -> str:
+        """The answer as it stands (kept in SQLite when Slack cannot show it)."""
+        return self._text
+
     async def _flush_loop(self) -> None:
-        while True:
+        while not self.channel_gone:
             await self._dirty.wait()
             self._dirty.clear()
             try:
                 await self._sync(final=False)
-            except SlackApiError as exc:  # the next change (or finish) renders again
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # whatever it is, the loop lives on: the next change renders again
                 logger.warning("Live update of run %s failed: %s", self._run_id, exc)
                 self._dirty.set()
             await asyncio.sleep(self._min_interval)
@@ -171,6 +216,8 @@ class LiveReply:
 
     async def _sync(self, *, final: bool) -> None:
         """Send what changed since the last sync: edits, then new continuation messages."""
+        if self.channel_gone:
+            return
         for index, (fallback, blocks) in enumerate(self._render()):
             payload = repr((fallback, blocks))
             if index < len(self._sent):
@@ -178,11 +225,43 @@ class LiveReply:
                 if payload == previous:
                     continue
                 await self._budget.acquire()
-                await self._client.chat_update(channel=self.channel, ts=ts, text=fallback, blocks=blocks)
+                try:
+                    await self._client.chat_update(channel=self.channel, ts=ts, text=fallback, blocks=blocks)
+                except SlackApiError as exc:
+                    if not self._give_up_on(index, exc):
+                        raise
+                    return await self._sync(final=final)  # post the rest anew (or nothing, channel gone)
             else:
-                response = await self._client.chat_postMessage(
-                    channel=self.channel, thread_ts=self.thread_ts, text=fallback, blocks=blocks
-                )
-                ts = response["ts"]
-                self._sent.append((ts, ""))
+                ts = await self._post(fallback, blocks)
             self._sent[index] = (ts, payload)
+
+    async def _post(self, fallback: str, blocks: list[dict[str, Any]]) -> str:
+        """Post a continuation message exactly once: if we are cancelled while the post is in
+        flight, it still completes and is recorded, so the next sync edits it, never re-posts it."""
+        post = asyncio.ensure_future(self._client.chat_postMessage(
+            channel=self.channel, thread_ts=self.thread_ts, text=fallback, blocks=blocks))
+        try:
+            response = await asyncio.shield(post)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                self._sent.append(((await post)["ts"], ""))
+            raise
+        except SlackApiError as exc:
+            self._give_up_on(len(self._sent), exc)
+            raise
+        self._sent.append((response["ts"], ""))
+        return response["ts"]
+
+    def _give_up_on(self, index: int, exc: SlackApiError) -> bool:
+        """A permanent error for message `index`: forget it and the messages after it (the next
+        sync posts their pieces anew, in order), or stop posting if the channel is gone."""
+        error = exc.response.get("error")
+        if error in CHANNEL_GONE:
+            logger.error("Run %s: Slack refuses the channel (%s); the answer stays in SQLite", self._run_id, error)
+            self.channel_gone = True
+            return True
+        if error in MESSAGE_GONE:
+            logger.warning("Run %s: message %d is gone (%s); posting the answer anew", self._run_id, index, error)
+            del self._sent[index:]
+            return True
+        return False

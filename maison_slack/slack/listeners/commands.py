@@ -12,7 +12,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from maison_slack.core.errors import MaisonError
 from maison_slack.slack.bot import HELP, REFUSAL, Bot
 from maison_slack.slack.conversations import Prompt
-from maison_slack.slack.render import slack_to_plain
+from maison_slack.slack.markup import slack_to_plain
 
 
 def register(app: AsyncApp, bot: Bot) -> None:

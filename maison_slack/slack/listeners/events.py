@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from maison_slack.slack.bot import HELP, REFUSAL, Bot, parse_thread_command
 from maison_slack.slack.conversations import Prompt
-from maison_slack.slack.render import slack_to_plain
-
-logger = logging.getLogger(__name__)
+from maison_slack.slack.markup import slack_to_plain
 
 #: Message subtypes that are a person writing; the rest (edits, joins, bots…) are ignored.
 USER_SUBTYPES = (None, "file_share", "thread_broadcast")
-ACK_REACTION = "eyes"
 
 
 def register(app: AsyncApp, bot: Bot) -> None:
@@ -63,10 +58,6 @@ async def handle_message(bot: Bot, event: dict[str, Any], client: AsyncWebClient
     if command is not None:
         await run_thread_command(bot, client, key, user, command)
         return
-    try:
-        await client.reactions_add(channel=channel, timestamp=ts, name=ACK_REACTION)
-    except SlackApiError as exc:
-        logger.debug("Could not add the ack reaction: %s", exc)
     await bot.conversations.submit(Prompt(channel=channel, thread_ts=thread_ts, user=user, text=plain,
                                           message_ts=ts, files=list(event.get("files") or [])))
 
