@@ -79,7 +79,7 @@ def chunk_text(index: int, size: int) -> str:
     return " ".join(parts)[: size - 1] + " "
 
 
-def _clean_env() -> dict[str, str]:
+def clean_env() -> dict[str, str]:
     """This process's environment without proxies or service configuration (loopback only)."""
     env = {
         name: value
@@ -218,7 +218,7 @@ def check_clocks() -> str:
 
 
 def percentile(values: list[float], q: float) -> float:
-    """Inclusive linear-interpolation percentile (q in 0..100)."""
+    """Inclusive linear-interpolation percentile (q in 0..100); NaN for no values."""
     ordered = sorted(values)
     if not ordered:
         return float("nan")
@@ -314,7 +314,7 @@ async def run_one(impl: str, python: Path, daytona: Any, anthropic: Any, args: a
         "sandbox_env": sandbox_env,
         "stream_timeout": args.stream_timeout,
     }
-    env = _clean_env()
+    env = clean_env()
     env.pop("PYTHONPATH", None)
     if impl == "ours":
         env["PYTHONPATH"] = str(REPO)  # this checkout, whatever else is installed
@@ -471,7 +471,7 @@ def render(ours: dict[str, Any], orig: dict[str, Any], meta: dict[str, Any]) -> 
 async def bench(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(REPO))
     os.environ.clear()
-    os.environ.update(_clean_env())
+    os.environ.update(clean_env())
     from importlib.metadata import version
 
     from tests.claude_cli import CLAUDE_CODE_VERSION, ensure_claude_cli
