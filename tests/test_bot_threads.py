@@ -267,3 +267,38 @@ async def test_file_over_the_limit_is_refused_and_a_413_is_reported(bot_env):
     bot_env.slack.inject("upload", status=413)
     after = await bot_env.slack.post_message(ALICE, CHANNEL, "file small.txt", thread_ts=ts)
     await said(bot_env, ts, "did not accept `small.txt`", after=after)
+
+
+# -- 8. many threads at once ------------------------------------------------------------------------------
+
+
+async def test_twenty_threads_at_once_all_answer_completely(bot):
+    """20 mentions within a second (5 per channel: Slack posts ~1 message/s per channel),
+    each answer streaming for ~20 s: every answer complete, every placeholder within 1 s."""
+    answers = {f"T{n:02d}": " ".join(f"T{n:02d}w{i:03d}" for i in range(100)) for n in range(20)}
+
+    def answer(body: dict) -> Turn:
+        thread = re.search(r"T\d\d", last_user_text(body)).group(0)
+        return Turn([Text(answers[thread])], chunk_size=12, delay=0.25)
+
+    bot.anthropic.responder = answer
+    channels = ["C0LOADA", "C0LOADB", "C0LOADC", "C0LOADD"]
+    mentions = await asyncio.gather(*(
+        bot.slack.mention(ALICE, channels[n % 4], f"task T{n:02d}") for n in range(20)))
+    threads = {f"T{n:02d}": (channels[n % 4], ts) for n, ts in enumerate(mentions)}
+
+    def finished(channel: str, ts: str):
+        return next((m for m in bot.slack.thread(channel, ts)[1:]
+                     if m.is_bot and m.blocks and not has_stop_button(m)), None)
+
+    for name, (channel, ts) in threads.items():
+        final = await bot.slack.wait_for(lambda: finished(channel, ts), timeout=180)
+        assert answers[name] in visible_text(final).replace("\n", " "), name
+        assert ":white_check_mark:" in visible_text(final), name
+        first = next(m for m in bot.slack.thread(channel, ts)[1:] if m.is_bot)
+        assert float(first.ts) - float(ts) <= 1.0, f"{name}: placeholder after {float(first.ts) - float(ts):.2f}s"
+    # No 429 storm: edits and posts stay within Slack's tiers; a rate-limited reaction is
+    # skipped, never retried.
+    assert [m for m in bot.slack.rate_limited if not m.startswith("reactions.")] == []
+    reactions = [c for c in bot.slack.calls if c.method == "reactions.add"]
+    assert len(reactions) <= 20, len(reactions)

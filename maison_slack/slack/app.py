@@ -22,7 +22,7 @@ from maison_slack.slack.bot import Bot
 from maison_slack.slack.config import ConfigError, Settings, load_settings
 from maison_slack.slack.conversations import Conversations, UserNames
 from maison_slack.slack.reaper import Reaper
-from maison_slack.slack.reply import EditBudget, EditRateLimitHandler
+from maison_slack.slack.reply import EditBudget, RateLimitHandler
 from maison_slack.slack.sandboxes import Sandboxes
 from maison_slack.storage import Store
 
@@ -57,7 +57,7 @@ class MaisonApp:
             base_url=settings.slack_api_url,
             retry_handlers=[
                 AsyncConnectionErrorRetryHandler(),
-                EditRateLimitHandler(budget, max_retry_count=5),
+                RateLimitHandler(budget, max_retry_count=5),
                 AsyncServerErrorRetryHandler(max_retry_count=2),
             ],
         )

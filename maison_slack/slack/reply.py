@@ -72,12 +72,20 @@ class EditBudget:
                 await asyncio.sleep((1 - self._tokens) / self._rate)
 
 
-class EditRateLimitHandler(AsyncRateLimitErrorRetryHandler):
-    """slack_sdk's 429 retry, which also closes the `EditBudget` for a `chat.update` 429."""
+class RateLimitHandler(AsyncRateLimitErrorRetryHandler):
+    """slack_sdk's 429 retry after `Retry-After`, with two exceptions: a `chat.update` 429 also
+    closes the `EditBudget` for every reply, and a reaction is skipped, never retried (👀 and ⏳
+    are decoration: retrying them in a burst is a 429 storm that helps nobody)."""
 
     def __init__(self, budget: EditBudget, max_retry_count: int = 5) -> None:
         super().__init__(max_retry_count=max_retry_count)
         self._budget = budget
+
+    async def _can_retry_async(self, *, state: RetryState, request: HttpRequest,
+                               response: HttpResponse | None = None, error: Exception | None = None) -> bool:
+        if "/reactions." in request.url:
+            return False
+        return await super()._can_retry_async(state=state, request=request, response=response, error=error)
 
     async def prepare_for_next_attempt_async(self, *, state: RetryState, request: HttpRequest,
                                              response: HttpResponse | None = None,
