@@ -86,7 +86,7 @@ class Run:
 
 
 class Store:
-    """Async access to the bot's SQLite database. Open with `await Store.open(path)`."""
+    """Async access to the bot's SQLite database: `async with await Store.open(path) as store:`."""
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
@@ -103,6 +103,12 @@ class Store:
 
     async def close(self) -> None:
         await self._db.close()
+
+    async def __aenter__(self) -> "Store":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     async def _migrate(self) -> None:
         async with self._db.execute("PRAGMA user_version") as cursor:

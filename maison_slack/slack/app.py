@@ -18,7 +18,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from maison_slack.slack import listeners
-from maison_slack.slack.bot import Bot
+from maison_slack.slack.bot import Services
 from maison_slack.slack.config import ConfigError, Settings, load_settings
 from maison_slack.slack.conversations import Conversations, UserNames
 from maison_slack.slack.reaper import Reaper
@@ -44,7 +44,7 @@ class MaisonApp:
         self.reaper = Reaper(store=store, sandboxes=self.sandboxes, conversations=self.conversations, client=client,
                              idle_timeout=settings.idle_timeout, interval=settings.reap_interval)
         self.app = AsyncApp(client=client)
-        listeners.register(self.app, Bot(settings, store, self.conversations, self.sandboxes, users))
+        listeners.register(self.app, Services(settings, store, self.conversations, self.sandboxes, users))
         self.handler = AsyncSocketModeHandler(self.app, app_token=settings.slack_app_token)
 
     @classmethod

@@ -49,7 +49,9 @@ def parse_thread_command(text: str) -> ThreadCommand | None:
 
 
 @dataclass
-class Bot:
+class Services:
+    """What every listener needs, built once by the app and handed to each `register`."""
+
     settings: Settings
     store: Store
     conversations: Conversations

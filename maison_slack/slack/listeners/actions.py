@@ -7,18 +7,18 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from maison_slack.slack.bot import REFUSAL, Bot
+from maison_slack.slack.bot import REFUSAL, Services
 from maison_slack.slack.reply import STOP_ACTION
 
 
-def register(app: AsyncApp, bot: Bot) -> None:
+def register(app: AsyncApp, services: Services) -> None:
     @app.action(STOP_ACTION)
     async def on_stop(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         user = body["user"]["id"]
         channel = (body.get("channel") or {}).get("id") or body["container"]["channel_id"]
-        if not bot.settings.allowed(user, channel):
+        if not services.settings.allowed(user, channel):
             await client.chat_postEphemeral(channel=channel, user=user, text=REFUSAL)
             return
-        if not await bot.conversations.stop_run(int(action["value"]), user):
+        if not await services.conversations.stop_run(int(action["value"]), user):
             await client.chat_postEphemeral(channel=channel, user=user, text="That run has already finished.")

@@ -10,12 +10,12 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from maison_slack.core.errors import MaisonError
-from maison_slack.slack.bot import HELP, REFUSAL, Bot
+from maison_slack.slack.bot import HELP, REFUSAL, Services
 from maison_slack.slack.conversations import Prompt
 from maison_slack.slack.markup import slack_to_plain
 
 
-def register(app: AsyncApp, bot: Bot) -> None:
+def register(app: AsyncApp, services: Services) -> None:
     @app.command("/maison")
     async def on_maison(ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond) -> None:
         text = (command.get("text") or "").strip()
@@ -23,16 +23,16 @@ def register(app: AsyncApp, bot: Bot) -> None:
         word = text.lower()
         if word in ("", "help"):
             await ack(response_type="ephemeral", text=HELP)
-        elif not bot.settings.allowed(user, channel):
+        elif not services.settings.allowed(user, channel):
             await ack(response_type="ephemeral", text=REFUSAL)
         elif word == "list":
-            await ack(response_type="ephemeral", text=await list_sessions(bot, channel))
+            await ack(response_type="ephemeral", text=await list_sessions(services, channel))
         elif word == "status":
             await ack(response_type="ephemeral", text="Checking…")
-            await respond(response_type="ephemeral", replace_original=True, text=await status(bot))
+            await respond(response_type="ephemeral", replace_original=True, text=await status(services))
         else:
             await ack()
-            await start_session(bot, client, respond, user, channel, text)
+            await start_session(services, client, respond, user, channel, text)
 
 
 def _age(seconds: float) -> str:
@@ -40,27 +40,27 @@ def _age(seconds: float) -> str:
     return f"{minutes // 60}h {minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m"
 
 
-async def list_sessions(bot: Bot, channel: str) -> str:
-    sessions = await bot.store.sessions_in_channel(channel)
+async def list_sessions(services: Services, channel: str) -> str:
+    sessions = await services.store.sessions_in_channel(channel)
     if not sessions:
         return "No live sessions in this channel. Mention me or use `/maison <task>` to start one."
     lines = ["*Sessions in this channel:*"]
     for session in sessions:
         key = (session.channel, session.thread_ts)
-        thread = bot.conversations.describe(key)
+        thread = services.conversations.describe(key)
         state = thread or f"idle {_age(time.time() - session.last_active_at)}"
         link = f"https://slack.com/archives/{session.channel}/p{session.thread_ts.replace('.', '')}"
         lines.append(f"• <{link}|thread> started by <@{session.started_by}> — {state}")
     return "\n".join(lines)
 
 
-async def status(bot: Bot) -> str:
-    counts = bot.conversations.counts()
-    sessions = await bot.store.sessions_with_sandbox()
+async def status(services: Services) -> str:
+    counts = services.conversations.counts()
+    sessions = await services.store.sessions_with_sandbox()
     lines = [f"*Maison status:* {len(sessions)} session(s) with a sandbox, "
              f"{counts['running']} run(s) running, {counts['queued']} queued."]
     try:
-        sandboxes = await bot.sandboxes.list()
+        sandboxes = await services.sandboxes.list()
     except MaisonError as exc:
         lines.append(f"Daytona could not be reached: {exc}")
     else:
@@ -72,10 +72,10 @@ async def status(bot: Bot) -> str:
     return "\n".join(lines)
 
 
-async def start_session(bot: Bot, client: AsyncWebClient, respond: AsyncRespond, user: str, channel: str,
+async def start_session(services: Services, client: AsyncWebClient, respond: AsyncRespond, user: str, channel: str,
                         text: str) -> None:
     """Post the task in the channel, attributed to its author; its thread becomes the session."""
-    prompt = slack_to_plain(text, bot.users.known())
+    prompt = slack_to_plain(text, services.users.known())
     try:
         quoted = "\n".join(f">{line}" for line in text.splitlines())  # a quote ends at a newline
         posted = await client.chat_postMessage(channel=channel, text=f"<@{user}> asked Maison:\n{quoted}")
@@ -84,5 +84,5 @@ async def start_session(bot: Bot, client: AsyncWebClient, respond: AsyncRespond,
         await respond(response_type="ephemeral", text=f"I could not post in this channel ({exc.response.get('error')}).{hint}")
         return
     ts = posted["ts"]
-    await bot.store.claim_event(f"message:{channel}:{ts}")
-    await bot.conversations.submit(Prompt(channel=channel, thread_ts=ts, user=user, text=prompt, message_ts=ts))
+    await services.store.claim_event(f"message:{channel}:{ts}")
+    await services.conversations.submit(Prompt(channel=channel, thread_ts=ts, user=user, text=prompt, message_ts=ts))
