@@ -346,6 +346,9 @@ class Conversations:
         try:
             if waited:  # reactions.remove is a tier 2 method: no call for nothing
                 self._background(self._unreact(prompt.channel, prompt.message_ts, QUEUED_REACTION))
+            # The row says "running" before the first side effect, so after a crash at any
+            # point the database says what was in flight (recovery then tells the thread).
+            await self._store.start_run(run_id, "")
             await reply.start("Starting…")
             await self._store.start_run(run_id, reply.ts or "")
             sandbox = await self._sandbox_for(key, reply)
