@@ -803,8 +803,8 @@ def source_revision(args: argparse.Namespace) -> str:
         dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--", "maison_slack"],
                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return f"`{source}` (not a git checkout)"
-    return f"`{source}` at {commit}" + (" with uncommitted changes to `maison_slack/`" if dirty else "")
+        return f"a copy named `{source.name}` (not a git checkout)"  # never a machine path in the results
+    return f"the working tree at {commit}" + (" with uncommitted changes to `maison_slack/`" if dirty else "")
 
 
 def markdown(results: list[ScaleResult], args: argparse.Namespace, cli_version: str) -> str:

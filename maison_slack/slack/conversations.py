@@ -28,13 +28,14 @@ from maison_slack.slack.markup import tool_status
 from maison_slack.slack.redact import Redactor
 from maison_slack.slack.reply import EditBudget, LiveReply
 from maison_slack.slack.sandboxes import Sandboxes, thread_label
-from maison_slack.storage import DONE, FAILED, INTERRUPTED, RUNNING, STOPPED, Store
+from maison_slack.storage import DONE, FAILED, INTERRUPTED, RUNNING, STOPPED, Run, Store
 
 logger = logging.getLogger(__name__)
 
 QUEUED_REACTION = "hourglass_flowing_sand"
 ACK_REACTION = "eyes"
 MAX_ATTACHMENT_BYTES = 50 * 1024 * 1024
+TOO_BIG_ATTACHMENT = f"it is over the {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MB limit for attachments"
 
 NOTES = {
     "reaped": "This thread's sandbox was deleted after being idle, so this is a fresh one: earlier context is gone.",
@@ -262,9 +263,7 @@ class Conversations:
             if run.state == RUNNING:
                 await self._kill_left_behind(run.channel, run.thread_ts)
             try:
-                if run.reply_ts and await self._close_reply(run, notice):
-                    pass
-                else:
+                if not (run.reply_ts and await self._close_reply(run, notice)):
                     await self._say((run.channel, run.thread_ts), notice)
             except SlackApiError as exc:
                 logger.warning("Could not mark run %s as interrupted in Slack: %s", run.id, exc)
@@ -284,7 +283,7 @@ class Conversations:
         if killed:
             logger.info("Killed %d Claude run(s) left behind in sandbox %s", killed, sandbox.id)
 
-    async def _close_reply(self, run: Any, notice: str) -> bool:
+    async def _close_reply(self, run: Run, notice: str) -> bool:
         """Remove the run's Stop button from whichever message of its reply holds it, and add
         `notice` there, keeping the text. False if that message cannot be found."""
         response = await self._client.conversations_replies(
@@ -503,7 +502,7 @@ class Conversations:
         if not url:
             raise ValueError("Slack gave no download link for it")
         if (file.get("size") or 0) > MAX_ATTACHMENT_BYTES:
-            raise ValueError(f"it is over the {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MB limit for attachments")
+            raise ValueError(TOO_BIG_ATTACHMENT)
         name = re.sub(r"[^\w.() +-]+", "_", file.get("name") or "").strip("._ ")[:120] or file.get("id") or "file"
         path = f"uploads/{name}"
         if path in taken:
@@ -518,7 +517,7 @@ class Conversations:
             async for chunk in response.content.iter_chunked(1 << 16):  # capped: never more than the limit
                 data += chunk
                 if len(data) > MAX_ATTACHMENT_BYTES:
-                    raise ValueError(f"it is over the {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MB limit for attachments")
+                    raise ValueError(TOO_BIG_ATTACHMENT)
         await sandbox.write_file(path, bytes(data))
         return path
 
