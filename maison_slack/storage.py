@@ -7,11 +7,14 @@ WAL mode lets the reaper read while a run writes; `PRAGMA user_version` versions
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
@@ -54,7 +57,28 @@ MIGRATIONS: Sequence[str] = (
     );
     CREATE INDEX handled_events_by_age ON handled_events (created_at);
     """,
+    # 2: a queued run keeps its prompt, so a restart can run it; a run keeps its answer, so an
+    # answer Slack would not take (channel archived, bot removed) is not lost
+    """
+    ALTER TABLE runs ADD COLUMN prompt TEXT;
+    ALTER TABLE runs ADD COLUMN files TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE runs ADD COLUMN answer TEXT;
+    """,
 )
+
+#: Adds a user to a thread's participants in one statement: two people writing at once must not
+#: overwrite each other's entry (a read-modify-write across awaits did).
+_ADD_PARTICIPANT = (
+    "UPDATE sessions SET participants = json_insert(participants, '$[#]', ?)"
+    " WHERE channel = ? AND thread_ts = ?"
+    " AND NOT EXISTS (SELECT 1 FROM json_each(sessions.participants) WHERE value = ?)"
+)
+
+def message_key(channel: str, ts: str) -> str:
+    """A person's message, as claimed in `handled_events`: Slack delivers a mention twice
+    (app_mention + message) and retries unacked envelopes; (channel, ts) makes it once."""
+    return f"message:{channel}:{ts}"
+
 
 #: Run states; the first two are "live".
 QUEUED, RUNNING, DONE, FAILED, STOPPED, INTERRUPTED = "queued", "running", "done", "failed", "stopped", "interrupted"
@@ -73,6 +97,10 @@ class Session:
     created_at: float = 0.0
     last_active_at: float = 0.0
 
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.channel, self.thread_ts
+
 
 @dataclass
 class Run:
@@ -83,6 +111,9 @@ class Run:
     prompt_ts: str
     reply_ts: str | None
     state: str
+    prompt: str | None = None
+    files: list[dict[str, Any]] = field(default_factory=list)
+    answer: str | None = None
 
 
 class Store:
@@ -90,6 +121,27 @@ class Store:
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
+        # One connection serves every coroutine, and a transaction belongs to the connection:
+        # without the lock, one writer's COMMIT would commit another's half-done transaction.
+        self._write_lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """Statements that commit together, or not at all."""
+        async with self._write_lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                await self._db.rollback()
+                raise
+            await self._db.commit()
+
+    async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One statement in its own transaction; returns the number of rows it changed."""
+        async with self._transaction() as db:
+            cursor = await db.execute(sql, params)
+            return cursor.rowcount
 
     @classmethod
     async def open(cls, path: str | Path) -> "Store":
@@ -125,12 +177,11 @@ class Store:
     async def claim_event(self, key: str, *, keep_seconds: float = 24 * 3600) -> bool:
         """True the first time `key` is seen: the caller handles it; False for a duplicate."""
         now = time.time()
-        await self._db.execute("DELETE FROM handled_events WHERE created_at < ?", (now - keep_seconds,))
-        cursor = await self._db.execute(
-            "INSERT OR IGNORE INTO handled_events (key, created_at) VALUES (?, ?)", (key, now)
-        )
-        await self._db.commit()
-        return cursor.rowcount == 1
+        async with self._transaction() as db:
+            await db.execute("DELETE FROM handled_events WHERE created_at < ?", (now - keep_seconds,))
+            cursor = await db.execute("INSERT OR IGNORE INTO handled_events (key, created_at) VALUES (?, ?)",
+                                      (key, now))
+            return cursor.rowcount == 1
 
     # -- sessions --------------------------------------------------------------------------
 
@@ -150,63 +201,33 @@ class Store:
             row = await cursor.fetchone()
         return self._session(row) if row else None
 
-    async def create_session(self, channel: str, thread_ts: str, started_by: str) -> Session:
-        now = time.time()
-        await self._db.execute(
-            "INSERT OR IGNORE INTO sessions (channel, thread_ts, started_by, participants, created_at, last_active_at)"
-            " VALUES (?, ?, ?, '[]', ?, ?)",
-            (channel, thread_ts, started_by, now, now),
-        )
-        await self._db.commit()
-        session = await self.get_session(channel, thread_ts)
-        assert session is not None
-        return session
-
-    async def add_participant(self, channel: str, thread_ts: str, user_id: str) -> None:
-        """Add `user_id` to the thread's participants, in one statement: two people writing at
-        once must not overwrite each other's entry (a read-modify-write across awaits did)."""
-        await self._db.execute(
-            "UPDATE sessions SET participants = json_insert(participants, '$[#]', ?)"
-            " WHERE channel = ? AND thread_ts = ?"
-            " AND NOT EXISTS (SELECT 1 FROM json_each(sessions.participants) WHERE value = ?)",
-            (user_id, channel, thread_ts, user_id),
-        )
-        await self._db.commit()
-
     async def set_sandbox(self, channel: str, thread_ts: str, sandbox_id: str | None, *,
                           context_note: str | None = None) -> None:
         """Point a thread at a (new) sandbox, or at none; a new sandbox means a new conversation."""
-        await self._db.execute(
+        await self._write(
             "UPDATE sessions SET sandbox_id = ?, claude_session_id = NULL, context_note = ?, last_active_at = ?"
             " WHERE channel = ? AND thread_ts = ?",
             (sandbox_id, context_note, time.time(), channel, thread_ts),
         )
-        await self._db.commit()
 
     async def forget_sandbox(self, channel: str, thread_ts: str, sandbox_id: str, *, context_note: str) -> bool:
         """Unset a deleted sandbox, only if the thread still points at it (a new one may have
         been created meanwhile). Returns whether it did."""
-        cursor = await self._db.execute(
+        return await self._write(
             "UPDATE sessions SET sandbox_id = NULL, claude_session_id = NULL, context_note = ?"
             " WHERE channel = ? AND thread_ts = ? AND sandbox_id = ?",
             (context_note, channel, thread_ts, sandbox_id),
-        )
-        await self._db.commit()
-        return cursor.rowcount == 1
+        ) == 1
 
     async def set_claude_session(self, channel: str, thread_ts: str, claude_session_id: str | None) -> None:
-        await self._db.execute(
+        await self._write(
             "UPDATE sessions SET claude_session_id = ?, last_active_at = ? WHERE channel = ? AND thread_ts = ?",
             (claude_session_id, time.time(), channel, thread_ts),
         )
-        await self._db.commit()
 
     async def touch(self, channel: str, thread_ts: str) -> None:
-        await self._db.execute(
-            "UPDATE sessions SET last_active_at = ? WHERE channel = ? AND thread_ts = ?",
-            (time.time(), channel, thread_ts),
-        )
-        await self._db.commit()
+        await self._write("UPDATE sessions SET last_active_at = ? WHERE channel = ? AND thread_ts = ?",
+                          (time.time(), channel, thread_ts))
 
     async def sessions_in_channel(self, channel: str) -> list[Session]:
         async with self._db.execute(
@@ -231,26 +252,42 @@ class Store:
 
     # -- runs ------------------------------------------------------------------------------
 
-    async def add_run(self, channel: str, thread_ts: str, user_id: str, prompt_ts: str) -> int:
-        cursor = await self._db.execute(
-            "INSERT INTO runs (channel, thread_ts, user_id, prompt_ts, state, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (channel, thread_ts, user_id, prompt_ts, QUEUED, time.time()),
-        )
-        await self._db.commit()
+    async def claim_prompt(self, event_key: str, channel: str, thread_ts: str, user_id: str, prompt_ts: str,
+                           prompt: str, files: list[dict[str, Any]]) -> int | None:
+        """Claim a person's message as a prompt, in one transaction: the event (exactly once), the
+        session, the participant and a queued run holding the prompt.
+
+        Returns the run id, or None for a duplicate delivery. One transaction means a crash at
+        any point leaves either nothing (Slack redelivers) or a queued run that recovery runs;
+        and the run id, given here, is the prompt's place in its thread.
+        """
+        now = time.time()
+        async with self._transaction() as db:
+            claimed = await db.execute("INSERT OR IGNORE INTO handled_events (key, created_at) VALUES (?, ?)",
+                                       (event_key, now))
+            if claimed.rowcount != 1:
+                return None
+            await db.execute(
+                "INSERT OR IGNORE INTO sessions (channel, thread_ts, started_by, participants, created_at,"
+                " last_active_at) VALUES (?, ?, ?, '[]', ?, ?)", (channel, thread_ts, user_id, now, now))
+            await db.execute(_ADD_PARTICIPANT, (user_id, channel, thread_ts, user_id))
+            cursor = await db.execute(
+                "INSERT INTO runs (channel, thread_ts, user_id, prompt_ts, state, prompt, files, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (channel, thread_ts, user_id, prompt_ts, QUEUED, prompt, json.dumps(files), now))
         return int(cursor.lastrowid)
 
     async def start_run(self, run_id: int, reply_ts: str) -> None:
-        await self._db.execute("UPDATE runs SET state = ?, reply_ts = ? WHERE id = ?", (RUNNING, reply_ts, run_id))
-        await self._db.commit()
+        await self._write("UPDATE runs SET state = ?, reply_ts = ? WHERE id = ?", (RUNNING, reply_ts, run_id))
 
     async def finish_run(self, run_id: int, state: str, *, error: str | None = None, cost_usd: float | None = None,
-                         duration_ms: float | None = None, num_turns: int | None = None) -> None:
-        await self._db.execute(
-            "UPDATE runs SET state = ?, error = ?, cost_usd = ?, duration_ms = ?, num_turns = ?, finished_at = ?"
-            " WHERE id = ?",
-            (state, error, cost_usd, duration_ms, num_turns, time.time(), run_id),
+                         duration_ms: float | None = None, num_turns: int | None = None,
+                         answer: str | None = None) -> None:
+        await self._write(
+            "UPDATE runs SET state = ?, error = ?, cost_usd = ?, duration_ms = ?, num_turns = ?, answer = ?,"
+            " finished_at = ? WHERE id = ?",
+            (state, error, cost_usd, duration_ms, num_turns, answer, time.time(), run_id),
         )
-        await self._db.commit()
 
     async def runs(self, channel: str, thread_ts: str) -> list[Run]:
         async with self._db.execute(
@@ -265,4 +302,5 @@ class Store:
     @staticmethod
     def _run(row: aiosqlite.Row) -> Run:
         return Run(id=row["id"], channel=row["channel"], thread_ts=row["thread_ts"], user_id=row["user_id"],
-                   prompt_ts=row["prompt_ts"], reply_ts=row["reply_ts"], state=row["state"])
+                   prompt_ts=row["prompt_ts"], reply_ts=row["reply_ts"], state=row["state"], prompt=row["prompt"],
+                   files=json.loads(row["files"]), answer=row["answer"])

@@ -401,6 +401,19 @@ async def test_injected_errors_surface_as_slack_raises_them(slack_double: SlackD
     assert msg is not None and msg.text == "v1" and len(slack_double.messages(CHANNEL)) == 1
 
 
+async def test_injected_disconnect_is_a_dropped_connection(slack_double: SlackDouble) -> None:
+    """No HTTP answer at all: the client raises aiohttp's own error, not a Slack error."""
+    client = web_client(slack_double)  # slack_sdk's default: one retry after a connection error
+    posted = await client.chat_postMessage(channel=CHANNEL, text="working…")
+    slack_double.inject("chat.update", disconnect=True, count=2)
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await client.chat_update(channel=CHANNEL, ts=posted["ts"], text="lost")
+    assert (slack_double.calls[-1].ok, slack_double.calls[-1].error) == (False, "disconnected")
+    assert slack_double.message(CHANNEL, posted["ts"]).text == "working…"  # it had no effect
+    await client.chat_update(channel=CHANNEL, ts=posted["ts"], text="v1")  # the next call goes through
+    assert slack_double.message(CHANNEL, posted["ts"]).text == "v1"
+
+
 async def test_too_large_upload_fails_files_upload_v2(slack_double: SlackDouble) -> None:
     client = web_client(slack_double)
     slack_double.inject("upload", status=413)

@@ -20,10 +20,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 from maison_slack.slack import listeners
 from maison_slack.slack.bot import Services
 from maison_slack.slack.config import ConfigError, Settings, load_settings
-from maison_slack.slack.conversations import Conversations, UserNames
+from maison_slack.slack.conversations import Conversations
 from maison_slack.slack.reaper import Reaper
+from maison_slack.slack.recovery import Recovery
 from maison_slack.slack.reply import EditBudget, RateLimitHandler
 from maison_slack.slack.sandboxes import Sandboxes
+from maison_slack.slack.users import UserNames
 from maison_slack.storage import Store
 
 logger = logging.getLogger("maison_slack")
@@ -41,10 +43,13 @@ class MaisonApp:
             settings=settings, store=store, client=client, sandboxes=self.sandboxes, users=users,
             budget=budget,
         )
-        self.reaper = Reaper(store=store, sandboxes=self.sandboxes, conversations=self.conversations, client=client,
+        self.reaper = Reaper(store=store, sandboxes=self.sandboxes, conversations=self.conversations,
                              idle_timeout=settings.idle_timeout, interval=settings.reap_interval)
+        self.recovery = Recovery(store=store, client=client, sandboxes=self.sandboxes,
+                                 conversations=self.conversations, budget=budget)
         self.app = AsyncApp(client=client)
-        listeners.register(self.app, Services(settings, store, self.conversations, self.sandboxes, users))
+        self.services = Services(settings, store, self.conversations, self.sandboxes, users)
+        listeners.register(self.app, self.services)
         self.handler = AsyncSocketModeHandler(self.app, app_token=settings.slack_app_token)
 
     @classmethod
@@ -62,15 +67,19 @@ class MaisonApp:
             ],
         )
         bot = cls(settings, store, client, budget)
-        await bot.conversations.recover_interrupted()
+        await bot.recovery.recover()
         bot.reaper.start()
         await bot.handler.connect_async()
         logger.info("maison-slack is connected (database %s)", settings.db_path)
         return bot
 
     async def stop(self) -> None:
-        """Disconnect first (no new work), then end runs, the reaper and connections."""
+        """Disconnect first (no new events), let the listeners already running claim and queue
+        their messages (bounded), then end runs, the reaper and connections. Prompts still
+        queued stay in SQLite and run after the next start."""
         await self.handler.close_async()
+        self.conversations.hold()
+        await self.services.in_flight.drain(self.settings.drain_seconds)
         await self.reaper.stop()
         await self.conversations.close()
         await self.sandboxes.close()

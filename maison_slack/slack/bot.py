@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from maison_slack.slack.config import Settings
-from maison_slack.slack.conversations import Conversations, UserNames
+from maison_slack.slack.conversations import Conversations
 from maison_slack.slack.sandboxes import Sandboxes
+from maison_slack.slack.users import UserNames
 from maison_slack.storage import Store
+
+logger = logging.getLogger(__name__)
+Listener = TypeVar("Listener", bound=Callable[..., Awaitable[None]])
 
 REFUSAL = "Sorry, you are not allowed to use Maison here. Ask the person who runs it to add you."
 
@@ -48,6 +57,40 @@ def parse_thread_command(text: str) -> ThreadCommand | None:
     return None
 
 
+class InFlight:
+    """Counts listeners that are running, so a shutdown can let them finish claiming.
+
+    Bolt acks an event and then runs its listener as a task of its own; once acked, Slack will
+    not send it again, so a shutdown that closed the database under a listener lost the message.
+    """
+
+    def __init__(self) -> None:
+        self._running = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def track(self, listener: Listener) -> Listener:
+        @functools.wraps(listener)  # Bolt reads the parameter names through __wrapped__
+        async def tracked(*args: Any, **kwargs: Any) -> None:
+            self._running += 1
+            self._idle.clear()
+            try:
+                await listener(*args, **kwargs)
+            finally:
+                self._running -= 1
+                if not self._running:
+                    self._idle.set()
+
+        return tracked  # type: ignore[return-value]
+
+    async def drain(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for the running listeners to end."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            logger.warning("%d listener(s) still running after %.0f s; shutting down anyway", self._running, timeout)
+
+
 @dataclass
 class Services:
     """What every listener needs, built once by the app and handed to each `register`."""
@@ -57,3 +100,4 @@ class Services:
     conversations: Conversations
     sandboxes: Sandboxes
     users: UserNames
+    in_flight: InFlight = field(default_factory=InFlight)

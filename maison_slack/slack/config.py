@@ -51,6 +51,8 @@ class Settings:
     edit_interval: float = 1.5
     max_queued: int = 20
     max_file_mb: int = 100
+    max_reply_messages: int = 8
+    drain_seconds: float = 5.0
 
     def secrets(self) -> list[str]:
         """Values that must never appear in anything the bot posts."""
@@ -85,7 +87,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         try:
             value = float(raw)
         except ValueError:
-            problems.append(f"{name} must be a number of seconds, not {raw!r}")
+            problems.append(f"{name} must be a number, not {raw!r}")
             return default
         if value < minimum:
             problems.append(f"{name} must be at least {minimum:g}")
@@ -127,6 +129,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         edit_interval=number("MAISON_EDIT_INTERVAL", Settings.edit_interval, 0),
         max_queued=int(number("MAISON_MAX_QUEUED", Settings.max_queued, 1)),
         max_file_mb=int(number("MAISON_MAX_FILE_MB", Settings.max_file_mb, 1)),
+        max_reply_messages=int(number("MAISON_MAX_REPLY_MESSAGES", Settings.max_reply_messages, 1)),
+        drain_seconds=number("MAISON_DRAIN_SECONDS", Settings.drain_seconds, 0),
     )
     if problems:
         raise ConfigError(problems)

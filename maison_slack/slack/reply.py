@@ -4,7 +4,8 @@ Slack allows about 50 `chat.update` calls a minute for the whole app, shared by 
 so edits are coalesced: a reply re-renders at most every `min_interval` seconds, each edit
 takes a token from the workspace-wide `EditBudget`, and only messages whose content changed
 are sent. The final render always lands (429s are retried by slack_sdk's own handler, after
-`Retry-After`). An answer longer than one message continues in further thread replies.
+`Retry-After`). An answer longer than one message continues in further thread replies, up to
+`max_messages`; a longer one is cut there and attached whole as `answer.md` when the run ends.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ class LiveReply:
     """The messages that show one run. Call `start()`, then `append`/`set_status`, then `finish()`."""
 
     def __init__(self, client: AsyncWebClient, channel: str, thread_ts: str, *, run_id: int,
-                 budget: EditBudget, redactor: Redactor, min_interval: float = 1.5) -> None:
+                 budget: EditBudget, redactor: Redactor, min_interval: float = 1.5, max_messages: int = 8) -> None:
         self._client = client
         self.channel = channel
         self.thread_ts = thread_ts
@@ -120,6 +121,7 @@ class LiveReply:
         self._budget = budget
         self._redactor = redactor
         self._min_interval = min_interval
+        self._max_messages = max_messages
         self._text = ""
         self._notice = ""
         self._status = ""
@@ -179,11 +181,36 @@ class LiveReply:
         for attempt in range(_FINAL_ATTEMPTS):
             try:
                 await self._sync(final=True)
-                return
+                break
             except Exception as exc:  # network timeouts too, not only Slack's own errors
                 logger.warning("Final update of reply %s failed (%s), attempt %d", self._run_id, exc, attempt + 1)
                 await asyncio.sleep(min(2**attempt, 4))
-        logger.error("Could not deliver the final reply of run %s", self._run_id)
+        else:
+            logger.error("Could not deliver the final reply of run %s", self._run_id)
+            return
+        if self.truncated:
+            await self._attach_full_answer()
+
+    @property
+    def truncated(self) -> bool:
+        """The answer is longer than `max_messages` messages: Slack shows the start of it."""
+        return len(self._pieces()) > self._max_messages
+
+    async def _attach_full_answer(self) -> None:
+        """Upload the whole (redacted) answer as `answer.md` in the thread; a failure is said there."""
+        if self.channel_gone:
+            return
+        body = self._redactor.redact(self._text)
+        try:
+            await self._client.files_upload_v2(channel=self.channel, thread_ts=self.thread_ts, content=body.encode(),
+                                               filename="answer.md", title="answer.md",
+                                               initial_comment="The full answer, too long for Slack messages:")
+        except Exception as exc:  # Slack error, 413, network: the thread is told, the answer stays in SQLite
+            logger.warning("Run %s: could not upload answer.md: %s", self._run_id, exc)
+            with contextlib.suppress(Exception):
+                await self._client.chat_postMessage(
+                    channel=self.channel, thread_ts=self.thread_ts,
+                    text=":warning: The answer is too long for Slack messages and attaching it as `answer.md` failed.")
 
     @property
     def text(self) -> str:
@@ -203,11 +230,18 @@ class LiveReply:
                 self._dirty.set()
             await asyncio.sleep(self._min_interval)
 
-    def _render(self) -> list[tuple[str, list[dict[str, Any]]]]:
+    def _pieces(self) -> list[str]:
         body = (f"_{self._notice}_\n\n" if self._notice else "") + self._text
         # While streaming, the end of the text may be the first half of a secret.
         redacted = self._redactor.redact_streaming(body) if self._running else self._redactor.redact(body)
-        pieces = split_markdown(redacted) or [""]
+        return split_markdown(redacted) or [""]
+
+    def _render(self) -> list[tuple[str, list[dict[str, Any]]]]:
+        pieces = self._pieces()
+        if len(pieces) > self._max_messages:  # the rest goes into answer.md when the run ends
+            pieces = pieces[: self._max_messages]
+            more = "attached below as `answer.md`" if not self._running else "will be attached as `answer.md`"
+            pieces[-1] += f"\n\n_… the answer goes on: it is too long for Slack, the full text {more}._"
         status = self._redactor.redact(self._status)
         rendered = []
         for index, piece in enumerate(pieces):

@@ -16,6 +16,12 @@ def thread_label(channel: str, thread_ts: str) -> str:
     return f"{channel}-{thread_ts}"
 
 
+def parse_thread_label(label: str | None) -> tuple[str, str] | None:
+    """The thread a sandbox was made for, from its label (Slack ids and ts have no "-")."""
+    channel, dash, thread_ts = (label or "").partition("-")
+    return (channel, thread_ts) if dash and channel and thread_ts else None
+
+
 class Sandboxes:
     """Creates, re-attaches, lists and deletes this bot's sandboxes, with one Daytona client."""
 

@@ -333,6 +333,11 @@ class _Fault:
     status: int | None
     retry_after: int
     match: Callable[[dict[str, Any]], bool] | None
+    disconnect: bool = False
+
+
+class _Disconnect(Exception):
+    """Raised by ``_answer`` for an injected dropped connection: no HTTP response at all."""
 
 
 class _Fail(Exception):
@@ -725,6 +730,7 @@ class SlackDouble:
         status: int | None = None,
         retry_after: int | None = None,
         match: Callable[[dict[str, Any]], bool] | None = None,
+        disconnect: bool = False,
     ) -> None:
         """Make the next ``count`` calls of ``method`` whose arguments satisfy ``match`` slow or fail.
 
@@ -750,6 +756,10 @@ class SlackDouble:
           ``slack_sdk.errors.SlackRequestError("Failed to upload a file (status: 413, body:
           <reason phrase>, filename: ..., title: ...)")`` (not ``SlackApiError``) and never calls
           ``files.completeUploadExternal``: nothing is shared.
+        * ``disconnect`` (Web API methods): the connection is closed without any HTTP response,
+          as when a proxy or load balancer drops it; aiohttp raises ``ServerDisconnectedError``
+          (not a Slack error) once slack_sdk's connection-error retries are used up. The call
+          is logged with ``error == "disconnected"``; it has no effect.
 
         Orders apply in FIFO order: a call takes the oldest unused order that fits it.
         """
@@ -761,7 +771,9 @@ class SlackDouble:
             raise ValueError(f"status {status} is not an error status")
         if error is not None and method == "upload":
             raise ValueError("the upload target has no Slack error body; inject a status instead")
-        self._faults.append(_Fault(method, count, delay, error, status, retry_after or 1, match))
+        if disconnect and (error is not None or status is not None or method == "upload"):
+            raise ValueError("disconnect is a Web API fault of its own: no error, no status")
+        self._faults.append(_Fault(method, count, delay, error, status, retry_after or 1, match, disconnect))
 
     def _take_fault(self, method: str, args: dict[str, Any]) -> _Fault | None:
         """Consume one use of the oldest order for this call, if any."""
@@ -960,7 +972,13 @@ class SlackDouble:
             token = "" if is_json else _arg_str(args, "token") or ""
         call = ApiCall(method=method, args=args, time=time.monotonic())
         self.calls.append(call)
-        response = await self._answer(call, token)
+        try:
+            response = await self._answer(call, token)
+        except _Disconnect:
+            call.ok, call.error, call.status, call.done = False, "disconnected", 0, time.monotonic()
+            assert request.transport is not None
+            request.transport.close()
+            raise web.HTTPException() from None  # nothing is written: the transport is gone
         call.status, call.done = response.status, time.monotonic()
         self._touch()
         return response
@@ -976,6 +994,8 @@ class SlackDouble:
         fault = self._take_fault(call.method, call.args)
         if fault is not None:
             await asyncio.sleep(fault.delay)
+            if fault.disconnect:
+                raise _Disconnect
             if fault.error is not None:
                 return self._fail(call, fault.error)
             if fault.status is not None:

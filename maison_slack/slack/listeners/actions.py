@@ -13,6 +13,7 @@ from maison_slack.slack.reply import STOP_ACTION
 
 def register(app: AsyncApp, services: Services) -> None:
     @app.action(STOP_ACTION)
+    @services.in_flight.track
     async def on_stop(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         user = body["user"]["id"]

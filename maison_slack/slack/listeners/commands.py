@@ -11,12 +11,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from maison_slack.core.errors import MaisonError
 from maison_slack.slack.bot import HELP, REFUSAL, Services
-from maison_slack.slack.conversations import Prompt
+from maison_slack.slack.runs import Prompt
 from maison_slack.slack.markup import slack_to_plain
 
 
 def register(app: AsyncApp, services: Services) -> None:
     @app.command("/maison")
+    @services.in_flight.track
     async def on_maison(ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond) -> None:
         text = (command.get("text") or "").strip()
         user, channel = command["user_id"], command["channel_id"]
@@ -84,5 +85,4 @@ async def start_session(services: Services, client: AsyncWebClient, respond: Asy
         await respond(response_type="ephemeral", text=f"I could not post in this channel ({exc.response.get('error')}).{hint}")
         return
     ts = posted["ts"]
-    await services.store.claim_event(f"message:{channel}:{ts}")
     await services.conversations.submit(Prompt(channel=channel, thread_ts=ts, user=user, text=prompt, message_ts=ts))

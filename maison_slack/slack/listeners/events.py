@@ -7,8 +7,9 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
-from maison_slack.slack.bot import HELP, REFUSAL, Services, parse_thread_command
-from maison_slack.slack.conversations import Prompt
+from maison_slack.slack.bot import HELP, REFUSAL, Services, ThreadCommand, parse_thread_command
+from maison_slack.slack.runs import Prompt
+from maison_slack.storage import message_key
 from maison_slack.slack.markup import slack_to_plain
 
 #: Message subtypes that are a person writing; the rest (edits, joins, bots…) are ignored.
@@ -23,8 +24,8 @@ def register(app: AsyncApp, services: Services) -> None:
         # Subscribed to every message subtype so each is acked; Slack would redeliver the rest.
         await handle_message(services, event, client, context.bot_user_id, mentioned=False)
 
-    app.event("app_mention")(on_mention)
-    app.event("message")(on_message)
+    app.event("app_mention")(services.in_flight.track(on_mention))
+    app.event("message")(services.in_flight.track(on_message))
 
 
 async def handle_message(services: Services, event: dict[str, Any], client: AsyncWebClient, bot_user_id: str | None,
@@ -41,28 +42,25 @@ async def handle_message(services: Services, event: dict[str, Any], client: Asyn
         session = await services.store.get_session(channel, thread_ts)
         if session is None or services.settings.require_mention:
             return
-    # Slack delivers a mention twice (app_mention + message) and retries unacked envelopes:
-    # the message's (channel, ts) is what makes a run exactly once.
-    if not await services.store.claim_event(f"message:{channel}:{ts}"):
+    plain = slack_to_plain(text, services.users.known(), bot_user_id)
+    command = parse_thread_command(plain) if event.get("thread_ts") or direct else None
+    if services.settings.allowed(user, channel) and command is None and (plain or event.get("files")):
+        # The claim (exactly once: a mention is delivered twice, and retried) fixes its place.
+        await services.conversations.submit(Prompt(channel=channel, thread_ts=thread_ts, user=user, text=plain,
+                                                   message_ts=ts, files=list(event.get("files") or [])))
+        return
+    if not await services.store.claim_event(message_key(channel, ts)):
         return
     if not services.settings.allowed(user, channel):
         await client.chat_postEphemeral(channel=channel, user=user, text=REFUSAL,
                                         thread_ts=event.get("thread_ts"))
-        return
-    plain = slack_to_plain(text, services.users.known(), bot_user_id)
-    key = (channel, thread_ts)
-    command = parse_thread_command(plain) if event.get("thread_ts") or direct else None
-    if command is None and not plain and not event.get("files"):
+    elif command is not None:
+        await run_thread_command(services, client, (channel, thread_ts), user, command)
+    else:
         await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=HELP)
-        return
-    if command is not None:
-        await run_thread_command(services, client, key, user, command)
-        return
-    await services.conversations.submit(Prompt(channel=channel, thread_ts=thread_ts, user=user, text=plain,
-                                          message_ts=ts, files=list(event.get("files") or [])))
 
 
-async def run_thread_command(services: Services, client: AsyncWebClient, key: tuple[str, str], user: str, command: Any) -> None:
+async def run_thread_command(services: Services, client: AsyncWebClient, key: tuple[str, str], user: str, command: ThreadCommand) -> None:
     channel, thread_ts = key
     if command.name == "stop":
         if not await services.conversations.stop(key, user):
@@ -70,6 +68,6 @@ async def run_thread_command(services: Services, client: AsyncWebClient, key: tu
     elif command.name == "reset":
         await services.conversations.reset(key, user)
     elif command.name == "file":
-        await services.conversations.send_file(key, command.argument)
+        services.conversations.send_file(key, command.argument)
     else:
         await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=HELP)

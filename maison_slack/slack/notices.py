@@ -1,0 +1,61 @@
+"""Short messages and reactions in threads, and the background tasks that send them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from maison_slack.slack.redact import Redactor
+
+logger = logging.getLogger(__name__)
+
+ThreadKey = tuple[str, str]
+
+QUEUED_REACTION = "hourglass_flowing_sand"
+ACK_REACTION = "eyes"
+
+
+class Notices:
+    """Posts the bot's own short messages (redacted) and reactions.
+
+    `later()` sends a call nobody waits for (a reaction, a notice): the task is owned here,
+    its failure logged, and it is cancelled at `close()`.
+    """
+
+    def __init__(self, client: AsyncWebClient, redactor: Redactor) -> None:
+        self._client = client
+        self._redactor = redactor
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    async def say(self, key: ThreadKey, text: str) -> None:
+        await self._client.chat_postMessage(channel=key[0], thread_ts=key[1], text=self._redactor.redact(text))
+
+    async def react(self, channel: str, ts: str, name: str) -> None:
+        """Decoration: a refused or rate-limited reaction is not worth a retry or an error."""
+        with contextlib.suppress(SlackApiError):
+            await self._client.reactions_add(channel=channel, timestamp=ts, name=name)
+
+    async def unreact(self, channel: str, ts: str, name: str) -> None:
+        with contextlib.suppress(SlackApiError):
+            await self._client.reactions_remove(channel=channel, timestamp=ts, name=name)
+
+    def later(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+
+        def done(finished: asyncio.Future[None]) -> None:
+            self._tasks.discard(task)
+            if not finished.cancelled() and finished.exception() is not None:
+                logger.warning("A background Slack call failed: %s", finished.exception())
+
+        task.add_done_callback(done)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

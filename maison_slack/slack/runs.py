@@ -1,0 +1,245 @@
+"""One run: a prompt answered by Claude Code in the thread's sandbox, streamed into Slack.
+
+The run is a job of the thread's owner (`slack/owner.py`): it never runs beside another job of
+its thread, and it reads and changes the thread's state only through the owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from maison_slack.core.errors import MaisonError, SandboxGoneError, SandboxStoppedError
+from maison_slack.core.events import StreamEvent
+from maison_slack.core.sandbox import MaisonSandbox
+from maison_slack.core.summary import run_stats
+from maison_slack.slack.attachments import Attachments
+from maison_slack.slack.config import Settings
+from maison_slack.slack.markup import tool_status
+from maison_slack.slack.notices import QUEUED_REACTION, Notices
+from maison_slack.slack.owner import ThreadOwner
+from maison_slack.slack.redact import Redactor
+from maison_slack.slack.reply import EditBudget, LiveReply
+from maison_slack.slack.sandboxes import Sandboxes
+from maison_slack.slack.users import UserNames
+from maison_slack.storage import DONE, FAILED, INTERRUPTED, STOPPED, Store
+
+logger = logging.getLogger(__name__)
+
+#: Shown above the answer when a thread's earlier sandbox (and Claude's context) is gone.
+NOTES = {
+    "reaped": "This thread's sandbox was deleted after being idle, so this is a fresh one: earlier context is gone.",
+    "gone": "This thread's sandbox no longer exists (it was deleted outside the bot), so this is a fresh one: "
+            "earlier context is gone.",
+}
+
+
+@dataclass
+class Prompt:
+    """A message from a person that Claude should answer."""
+
+    channel: str
+    thread_ts: str
+    user: str
+    text: str
+    message_ts: str
+    files: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.channel, self.thread_ts
+
+
+@dataclass
+class Outcome:
+    """How a run ended, as recorded in SQLite."""
+
+    state: str = FAILED
+    error: str | None = None
+    usage: dict[str, Any] = field(default_factory=dict)
+
+
+def describe_error(exc: BaseException) -> str:
+    if isinstance(exc, SlackApiError):
+        return f"Slack error: {exc.response.get('error')}"
+    if isinstance(exc, MaisonError):
+        return str(exc)
+    return f"Something went wrong inside maison-slack ({type(exc).__name__}: {exc})."
+
+
+async def _complete(work: Awaitable[None]) -> None:
+    """Await `work` to its end even if cancelled meanwhile (shutdown): the database closes after."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(task)
+        raise
+
+
+class Runner:
+    """Runs prompts: sandbox → Claude Code stream → live reply → SQLite."""
+
+    def __init__(self, *, settings: Settings, store: Store, client: AsyncWebClient, sandboxes: Sandboxes,
+                 users: UserNames, budget: EditBudget, redactor: Redactor, notices: Notices,
+                 attachments: Attachments) -> None:
+        self._settings = settings
+        self._store = store
+        self._client = client
+        self._sandboxes = sandboxes
+        self._users = users
+        self._budget = budget
+        self._redactor = redactor
+        self._notices = notices
+        self._attachments = attachments
+
+    async def run(self, owner: ThreadOwner, run_id: int, prompt: Prompt, *, waited: bool) -> None:
+        owner.begin_run(run_id)
+        reply = LiveReply(self._client, prompt.channel, prompt.thread_ts, run_id=run_id, budget=self._budget,
+                          redactor=self._redactor, min_interval=self._settings.edit_interval,
+                          max_messages=self._settings.max_reply_messages)
+        outcome = Outcome()
+        try:
+            if waited:  # reactions.remove is a tier 2 method: no call for nothing
+                self._notices.later(self._notices.unreact(prompt.channel, prompt.message_ts, QUEUED_REACTION))
+            # The row says "running" before the first side effect, so after a crash at any
+            # point the database says what was in flight (recovery then tells the thread).
+            await self._store.start_run(run_id, "")
+            await reply.start("Starting…")
+            await self._store.start_run(run_id, reply.ts or "")
+            sandbox = await self._sandbox_for(owner, reply)
+            text = await self._prompt_text(prompt, sandbox, run_id)
+            if not owner.launch():  # stopped while the sandbox was being prepared
+                outcome.state = STOPPED
+                await reply.finish(f":octagonal_sign: Stopped by <@{owner.stopped_by}>")
+                return
+            reply.set_status("Thinking…")
+            result = await self._stream(sandbox, text, reply)
+            if sandbox.claude_session_id:
+                await self._store.set_claude_session(prompt.channel, prompt.thread_ts, sandbox.claude_session_id)
+            outcome = await self._conclude(owner, reply, result)
+        except asyncio.CancelledError:
+            outcome = Outcome(INTERRUPTED, "the bot is shutting down")
+            await asyncio.shield(reply.finish("", error="Interrupted: the bot is shutting down. "
+                                                        "Send your message again later."))
+            raise
+        except Exception as exc:
+            if isinstance(exc, (SandboxGoneError, SandboxStoppedError)):
+                owner.sandbox = None  # attach (and start) it again next time
+            if isinstance(exc, (MaisonError, SlackApiError, aiohttp.ClientError, OSError)):
+                logger.warning("Run %s failed: %s", run_id, exc)
+            else:
+                logger.exception("Run %s crashed", run_id)
+            outcome.error = describe_error(exc)
+            await reply.finish("", error=outcome.error)
+        finally:
+            owner.end_run()
+
+            async def record_end() -> None:
+                await self._store.finish_run(run_id, outcome.state, error=outcome.error, answer=reply.text,
+                                             **outcome.usage)
+                await self._store.touch(prompt.channel, prompt.thread_ts)
+
+            await _complete(record_end())
+
+    async def _stream(self, sandbox: MaisonSandbox, text: str, reply: LiveReply) -> StreamEvent | None:
+        result: StreamEvent | None = None
+        events = sandbox.stream(text, instructions=self._settings.instructions,
+                                continue_conversation=sandbox.claude_session_id is not None)
+        try:
+            async for event in events:
+                if event.type == "text":
+                    reply.append(event.content)
+                    reply.set_status("Writing…")
+                elif event.type in ("thinking", "tool_result"):
+                    reply.set_status("Thinking…")
+                elif event.type == "tool_use":
+                    reply.set_status(tool_status(event.content, event.data.get("input") or {}))
+                elif event.type == "result":
+                    result = event
+        finally:
+            await events.aclose()
+        return result
+
+    async def _conclude(self, owner: ThreadOwner, reply: LiveReply, result: StreamEvent | None) -> Outcome:
+        """Write the final state of the reply. A Stop accepted by the owner makes it "stopped",
+        whatever Claude's last event was."""
+        data = result.data if result is not None else {}
+        usage = {"cost_usd": data.get("total_cost_usd"), "duration_ms": data.get("duration_ms"),
+                 "num_turns": data.get("num_turns")}
+        stats = run_stats(usage["duration_ms"], usage["num_turns"], usage["cost_usd"])
+        if owner.stopped_by:
+            await reply.finish(" · ".join(filter(None, [f":octagonal_sign: Stopped by <@{owner.stopped_by}>", stats])))
+            return Outcome(STOPPED, None, usage)
+        if result is None:
+            await reply.finish("", error="Claude Code ended without a result.")
+            return Outcome(FAILED, "no result")
+        if result.is_error:
+            detail = result.content or data.get("subtype")
+            reply.withdraw(result.content)  # Claude Code also prints API errors as its answer
+            error = f"Claude Code reported an error: {detail}"
+            await reply.finish(stats, error=error)
+            return Outcome(FAILED, error, usage)
+        await reply.finish(":white_check_mark: " + stats if stats else ":white_check_mark: Done")
+        return Outcome(DONE, None, usage)
+
+    async def _sandbox_for(self, owner: ThreadOwner, reply: LiveReply) -> MaisonSandbox:
+        """The thread's sandbox: the one in memory, re-attached from SQLite, or a new one."""
+        sandbox = await owner.live_sandbox()
+        if sandbox is not None:
+            return sandbox
+        session = await self._store.get_session(*owner.key)
+        assert session is not None  # the prompt's claim created it
+        note = NOTES.get(session.context_note or "")
+        if session.sandbox_id:
+            reply.set_status("Waking up the sandbox…")
+            try:
+                owner.sandbox = await self._sandboxes.attach(session.sandbox_id, session.claude_session_id)
+                return owner.sandbox
+            except SandboxGoneError:
+                note = NOTES["gone"]
+        reply.set_status("Creating a sandbox…")
+        # No other job of this thread runs until the id is in SQLite, so the orphan sweep (which
+        # asks this owner) never takes the new sandbox for an orphan.
+        sandbox = await self._sandboxes.create(*owner.key)
+        owner.sandbox = sandbox
+        await self._store.set_sandbox(*owner.key, sandbox.id)
+        if note:
+            reply.notice(note)
+        return sandbox
+
+    async def _prompt_text(self, prompt: Prompt, sandbox: MaisonSandbox, run_id: int) -> str:
+        """The prompt as Claude sees it: who is asking (in shared threads) and attached files."""
+        text = prompt.text
+        session = await self._store.get_session(prompt.channel, prompt.thread_ts)
+        if session is not None and len(session.participants) > 1:
+            text = f"Message from {await self._users.name(prompt.user)} (<@{prompt.user}>):\n{text}"
+            # Messages from the time one person was alone here were sent without a name.
+            starter = session.participants[0]
+            earlier = [r for r in await self._store.runs(prompt.channel, prompt.thread_ts) if r.id < run_id]
+            if earlier and all(r.user_id == starter for r in earlier):
+                text = (f"(Until now only {await self._users.name(starter)} (<@{starter}>) "
+                        f"wrote in this thread.)\n{text}")
+        paths: list[str] = []
+        for file in prompt.files:
+            try:
+                paths.append(await self._attachments.copy(file, sandbox, taken=paths))
+            except Exception as exc:  # one bad file must not cost the whole prompt
+                name = file.get("name") or file.get("id") or "a file"
+                reason = str(exc) if isinstance(exc, (ValueError, MaisonError)) else f"download failed ({exc})"
+                logger.warning("Could not copy attachment %s: %s", name, reason)
+                text += f"\n\n(The attached file {name!r} could not be copied into the sandbox: {reason}.)"
+                self._notices.later(self._notices.say(prompt.key, f":warning: Could not copy `{name}` into the "
+                                                                  f"sandbox: {reason}. Claude goes on without it."))
+        if paths:
+            text += "\n\nAttached files, copied into the sandbox: " + ", ".join(paths)
+        return text

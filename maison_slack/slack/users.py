@@ -1,0 +1,32 @@
+"""Display names of Slack users, for attribution in shared threads."""
+
+from __future__ import annotations
+
+import logging
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+logger = logging.getLogger(__name__)
+
+
+class UserNames:
+    """Display names from `users.info`, cached for the bot's lifetime."""
+
+    def __init__(self, client: AsyncWebClient) -> None:
+        self._client = client
+        self._names: dict[str, str] = {}
+
+    async def name(self, user_id: str) -> str:
+        if user_id not in self._names:
+            try:
+                user = (await self._client.users_info(user=user_id))["user"]
+                profile = user.get("profile") or {}
+                self._names[user_id] = profile.get("display_name") or user.get("real_name") or user.get("name") or user_id
+            except SlackApiError as exc:
+                logger.warning("users.info %s failed: %s", user_id, exc)
+                return user_id
+        return self._names[user_id]
+
+    def known(self) -> dict[str, str]:
+        return dict(self._names)
