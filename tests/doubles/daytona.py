@@ -5,7 +5,9 @@ double: one aiohttp server on 127.0.0.1 serving
 
 * the control plane under ``/api`` (sandboxes, state transitions, labels, intervals),
 * socket.io events under ``/api/socket.io`` (without them every SDK state wait costs 1 s),
-* the toolbox (the in-sandbox daemon, reached through the proxy) under ``/toolbox/{id}``.
+* the toolbox (the in-sandbox daemon, reached through the proxy) under ``/toolbox/{id}``,
+* organization Secrets under ``/api/secret`` and per-sandbox secrets and network policy
+  (§14, §15), enforced by one egress proxy per sandbox (``tests/doubles/egress.py``).
 
 A sandbox is a temporary directory whose ``home/daytona`` is both the user home and the
 work dir; commands are local subprocesses with a minimal environment. The wire contract
@@ -13,6 +15,17 @@ work dir; commands are local subprocesses with a minimal environment. The wire c
 semantics) follows ``../shared/reference/daytona.md``; where the double must choose,
 it chooses what the real service does even when that is less convenient, because a double
 that accepts what production rejects hides bugs.
+
+Sandbox egress: every sandbox process gets ``http_proxy``/``HTTP_PROXY``/``https_proxy``/
+``HTTPS_PROXY``/``ALL_PROXY``/``all_proxy`` pointing at its own ``EgressProxy`` and no
+``NO_PROXY``, so even loopback traffic goes through it (verified with Claude Code 2.1.332 and
+curl 7.88: both use it for ``http://127.0.0.1``, ``http://localhost`` and mapped names;
+curl ignores upper-case ``HTTP_PROXY``; a ``NO_PROXY`` listing the host makes both bypass it).
+The proxy substitutes Secret placeholders in request headers for matching hosts, scrubs
+values from responses and enforces the network policy; ``DaytonaDouble.hosts`` maps test
+names to loopback IPs, because the real ``domainAllowList`` only accepts domain names with an
+alphabetic TLD (``127.0.0.1`` or ``localhost`` is a 400), so tests address the Anthropic double
+as e.g. ``http://api.anthropic.test:<port>`` with ``hosts["api.anthropic.test"] = "127.0.0.1"``.
 """
 
 from __future__ import annotations
@@ -21,11 +34,13 @@ import asyncio
 import contextlib
 import datetime as dt
 import grp
+import ipaddress
 import json
 import logging
 import os
 import pwd
 import re
+import secrets as random_tokens
 import shutil
 import signal
 import stat
@@ -44,6 +59,8 @@ import pytest_asyncio
 import socketio
 from aiohttp import web
 
+from tests.doubles.egress import EgressPolicy, EgressProxy, EgressRequest, SecretBinding
+
 log = logging.getLogger(__name__)
 
 STDOUT_PREFIX = b"\x01\x01\x01"
@@ -52,6 +69,18 @@ DOWNLOAD_BOUNDARY = "DAYTONA-FILE-BOUNDARY"
 NO_IP_MESSAGE = "no IP address found. Is the Sandbox started?"
 BASE_PATH = ["/usr/local/bin", "/usr/bin", "/bin"]
 READ_CHUNK = 65536
+#: Proxy variables every sandbox process gets; curl reads only the lower-case http_proxy.
+PROXY_VARS = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "ALL_PROXY", "all_proxy")
+SECRET_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_-]*$")
+#: A Secret host: a hostname (IPv4 literals and single labels included) with an optional
+#: single leading "*."; no scheme, port, path or inner wildcard (`common/secret.py:55-57`).
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+SECRET_HOST = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$", re.I)
+#: The server's domainAllowList entry check (network-validation.util.ts): an alphabetic TLD,
+#: so IP literals and single labels such as "localhost" are rejected.
+ALLOWED_DOMAIN = re.compile(r"^(\*\.)?([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,}$")
+MAX_ALLOW_LIST = 10
+SECRET_SORTS = ("name", "createdAt", "updatedAt")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -110,6 +139,14 @@ class Reply(Exception):
 
 def api_error(request: web.Request, status: int, message: str) -> Reply:
     return Reply(web.json_response(_api_error_body(request, status, message), status=status))
+
+
+def validation_error(request: web.Request, *messages: str) -> Reply:
+    """400 from NestJS's global ValidationPipe: `message` is a list of class-validator
+    messages, so the SDK (which only takes a string `message`) reports just "Bad Request"."""
+    body = _api_error_body(request, 400, "")
+    body["message"] = list(messages)
+    return Reply(web.json_response(body, status=400))
 
 
 def daemon_error(request: web.Request, status: int, message: str, code: str | None = None) -> Reply:
@@ -268,6 +305,36 @@ class Session:
 
 
 @dataclass
+class SecretRecord:
+    """An organization Secret. `value` is write-only on the wire: no DTO carries it."""
+
+    id: str
+    name: str
+    value: str
+    placeholder: str
+    hosts: list[str]
+    description: str | None = None
+    created_at: dt.datetime = field(default_factory=_now)
+    updated_at: dt.datetime = field(default_factory=_now)
+
+    def dto(self) -> dict[str, Any]:
+        dto: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "createdAt": _iso(self.created_at),
+            "updatedAt": _iso(self.updated_at),
+            "placeholder": self.placeholder,
+            "hosts": list(self.hosts),
+        }
+        if self.description is not None:
+            dto["description"] = self.description
+        return dto
+
+    def binding(self) -> SecretBinding:
+        return SecretBinding(self.name, self.placeholder, self.value, tuple(self.hosts))
+
+
+@dataclass
 class SandboxRecord:
     """Server-side state of one sandbox; `root` is its temp dir, `home` its home/work dir."""
 
@@ -282,6 +349,17 @@ class SandboxRecord:
     user: str = "daytona"
     public: bool = False
     network_block_all: bool = False
+    network_allow_list: str | None = None
+    domain_allow_list: str | None = None
+    #: Mounted Secrets, env var -> Secret name (as sent on create / update_secrets).
+    secrets: dict[str, str] = field(default_factory=dict)
+    #: Env var -> placeholder, what processes see; kept in step with `secrets`.
+    secret_env: dict[str, str] = field(default_factory=dict)
+    #: Substitution works only if the sandbox had Secrets when it (last) started (§14.3).
+    secrets_live: bool = False
+    #: Fault: the egress never substitutes, as for Agenta's "stuck" fresh sandboxes (§14.3).
+    substitution_broken: bool = False
+    egress: EgressProxy | None = None
     state: str = "starting"
     desired_state: str = "started"
     auto_stop_interval: int = 15
@@ -321,6 +399,12 @@ class SandboxRecord:
         }
         env.update(self.spec.env)
         env.update(self.env)
+        env.update(self.secret_env)  # a Secret wins over a plain env var of the same name
+        if self.egress is not None:
+            # Everything, loopback included, must go through the sandbox's egress proxy.
+            env.update(dict.fromkeys(PROXY_VARS, self.egress.url))
+            env.pop("NO_PROXY", None)
+            env.pop("no_proxy", None)
         env["DAYTONA_SANDBOX_ID"] = self.id  # the marker processes() relies on
         return env
 
@@ -337,6 +421,12 @@ class DaytonaDouble:
         start_delay: seconds a sandbox spends in each transitional state (starting, stopping…).
         autostop_seconds_per_minute: if set, idle auto-stop/auto-delete run on a clock where
             one Daytona minute lasts that many seconds (e.g. 0.1).
+
+    Secrets and egress (§14, §15): `secrets` (id → `SecretRecord`, values included),
+    `secret_named(name)`, `sandbox_secrets(sandbox_id)` (env var → Secret name); `hosts`
+    (name → loopback IP: the sandboxes' DNS, e.g. ``hosts["api.anthropic.test"] = "127.0.0.1"``);
+    `egress_log` / `egress_requests(sandbox_id)` (each request as it left, after substitution);
+    `egress_proxy_url(sandbox_id)`; `break_substitution(sandbox_id)` (a stuck sandbox).
     """
 
     organization_id = "00000000-0000-4000-8000-00000000d0d0"
@@ -356,6 +446,11 @@ class DaytonaDouble:
         self.autostop_seconds_per_minute = autostop_seconds_per_minute
         self.target = target
         self.sandboxes: dict[str, SandboxRecord] = {}
+        self.secrets: dict[str, SecretRecord] = {}  # by id
+        #: The sandboxes' DNS: name -> loopback IP, read by the egress proxies at each request.
+        self.hosts: dict[str, str] = {}
+        #: Every request any sandbox sent through its egress proxy, oldest first.
+        self.egress_log: list[EgressRequest] = []
         self.faults: list[Fault] = []
         self.toolbox_bytes_out = 0
         self.toolbox_requests = 0
@@ -364,6 +459,7 @@ class DaytonaDouble:
         self._runner: web.AppRunner | None = None
         self._sio: socketio.AsyncServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed_egress: list[EgressProxy] = []  # of destroyed sandboxes, awaited in stop()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -397,6 +493,11 @@ class DaytonaDouble:
         """Kill every process of every sandbox, close the server, remove the temp dirs."""
         for sb in list(self.sandboxes.values()):
             self._shutdown_sandbox(sb)
+            if sb.egress is not None:
+                await sb.egress.close()
+        for egress in self._closed_egress:
+            await egress.close()
+        self._closed_egress.clear()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -437,6 +538,32 @@ class DaytonaDouble:
                 continue
             result.append((pid, cmdline))
         return result
+
+    def secret_named(self, name: str) -> SecretRecord:
+        """The Secret called `name` (KeyError if none), value included."""
+        for secret in self.secrets.values():
+            if secret.name == name:
+                return secret
+        raise KeyError(name)
+
+    def sandbox_secrets(self, sandbox_id: str) -> dict[str, str]:
+        """The Secrets mounted in a sandbox: env var -> Secret name."""
+        return dict(self.sandboxes[sandbox_id].secrets)
+
+    def egress_proxy_url(self, sandbox_id: str) -> str:
+        """The sandbox's egress proxy, for a test that wants to send through it directly."""
+        egress = self.sandboxes[sandbox_id].egress
+        assert egress is not None
+        return egress.url
+
+    def egress_requests(self, sandbox_id: str | None = None) -> list[EgressRequest]:
+        """What went through the egress proxies (of one sandbox, or all), oldest first."""
+        return [r for r in self.egress_log if sandbox_id is None or r.sandbox_id == sandbox_id]
+
+    def break_substitution(self, sandbox_id: str) -> None:
+        """From now on this sandbox's egress sends placeholders unchanged, as the ≈3 % of
+        fresh production sandboxes that never substitute (§14.3); a new sandbox works."""
+        self.sandboxes[sandbox_id].substitution_broken = True
 
     def auto_stop(self, sandbox_id: str) -> None:
         """Emulate Daytona's idle auto-stop: processes die, state `stopped`, event emitted."""
@@ -530,6 +657,10 @@ class DaytonaDouble:
     def _destroy(self, sb: SandboxRecord, old_state: str) -> None:
         """Forget the sandbox (later GET → 404) and remove its files."""
         self.sandboxes.pop(sb.id, None)
+        if sb.egress is not None:
+            sb.egress.abort()  # synchronously: a task could be cancelled by stop() before it ran
+            self._closed_egress.append(sb.egress)
+            sb.egress = None
         sb.state = "destroyed"
         sb.desired_state = "destroyed"
         self._emit("sandbox.state.updated", {"sandbox": self._dto(sb), "oldState": old_state, "newState": "destroyed"})
@@ -599,6 +730,8 @@ class DaytonaDouble:
             "labels": dict(sb.labels),
             "public": sb.public,
             "networkBlockAll": sb.network_block_all,
+            "networkAllowList": sb.network_allow_list,
+            "domainAllowList": sb.domain_allow_list,
             "kvm": False,
             "target": sb.target,
             "cpu": 1,
@@ -625,6 +758,9 @@ class DaytonaDouble:
         }
         if list_item:
             del dto["env"], dto["kvm"]
+        for key in ("networkAllowList", "domainAllowList"):
+            if dto[key] is None:
+                del dto[key]  # optional fields: absent when unset
         return dto
 
     # ----------------------------------------------------------------- middleware
@@ -694,6 +830,15 @@ class DaytonaDouble:
         session = tb + "/process/session/{session_id}"
         app.router.add_routes(
             [
+                web.post("/api/secret", self._secret_create),
+                web.get("/api/secret/paginated", self._secret_list_paginated),  # before {id}
+                web.get("/api/secret", self._secret_list),
+                web.get("/api/secret/{id}", self._secret_get),
+                web.patch("/api/secret/{id}", self._secret_update),
+                web.delete("/api/secret/{id}", self._secret_delete),
+                web.put(api + "/{id}/secrets", self._sandbox_secrets_update),
+                web.get(api + "/{id}/secrets", self._sandbox_secrets_resolve),
+                web.post(api + "/{id}/network-settings", self._network_settings),
                 web.post(api, self._create),
                 web.get(api, self._list),
                 web.get(api + "/{id}", self._get),
@@ -750,6 +895,10 @@ class DaytonaDouble:
         if any(s.name == name for s in self.sandboxes.values()):
             raise api_error(request, 409, f"Sandbox with name {name} already exists")
         intervals = self._create_intervals(request, body)
+        if body.get("outboundProxyUrl"):
+            raise api_error(request, 400, "outboundProxyUrl is not supported by the Daytona double")
+        mounts = self._secret_mounts(request, body.get("secrets"))
+        network = self._network_fields(request, body)
         assert self._base_dir is not None
         sb = SandboxRecord(
             id=sandbox_id,
@@ -763,8 +912,15 @@ class DaytonaDouble:
             user=body.get("user") or "daytona",
             public=bool(body.get("public", False)),
             network_block_all=bool(body.get("networkBlockAll", False)),
+            network_allow_list=network.get("networkAllowList"),
+            domain_allow_list=network.get("domainAllowList"),
             **intervals,
         )
+        self._mount(sb, mounts)
+        sb.secrets_live = bool(mounts)
+        sb.egress = await EgressProxy(
+            sandbox_id, lambda: self._egress_policy(sb), hosts=self.hosts, record=self.egress_log.append
+        ).start()
         for directory in (sb.home, sb.tmp, sb.daemon_dir):
             directory.mkdir(parents=True, exist_ok=True)
         sb.last_activity = asyncio.get_running_loop().time()
@@ -836,6 +992,7 @@ class DaytonaDouble:
             return web.json_response(self._dto(sb))
         if sb.state not in ("stopped", "archived"):
             raise api_error(request, 400, "State change in progress")
+        sb.secrets_live = bool(sb.secrets)  # a restart is what makes newly attached Secrets work
         self._set_state(sb, "starting", desired="started")
         self._later(sb, "starting", lambda: self._set_state(sb, "started"))
         return web.json_response(self._dto(sb))
@@ -906,6 +1063,240 @@ class DaytonaDouble:
         return web.json_response(
             {"sandboxId": sb.id, "url": f"http://127.0.0.1:{self.port}/preview/{port}-{sb.id}", "token": "preview-token"}
         )
+
+    # ----------------------------------------------------------------- secrets (§14)
+
+    def _secret(self, request: web.Request) -> SecretRecord:
+        secret = self.secrets.get(request.match_info["id"])
+        if secret is None:
+            raise api_error(request, 404, f"Secret with ID {request.match_info['id']} not found")
+        return secret
+
+    @staticmethod
+    def _secret_fields(body: dict[str, Any], *, create: bool) -> list[str]:
+        """class-validator messages for a CreateSecret / UpdateSecret body (empty = valid)."""
+        problems = []
+        if create:
+            name = body.get("name")
+            if not isinstance(name, str):
+                problems.append("name must be a string")
+            elif not SECRET_NAME.fullmatch(name):
+                problems.append(f"name must match {SECRET_NAME.pattern} regular expression")
+        if create or "value" in body:
+            value = body.get("value")
+            if not isinstance(value, str):
+                problems.append("value must be a string")
+            elif not value:
+                problems.append("value should not be empty")
+        if body.get("description") is not None and not isinstance(body["description"], str):
+            problems.append("description must be a string")
+        hosts = body.get("hosts")
+        if hosts is not None:
+            if not isinstance(hosts, list):
+                problems.append("hosts must be an array")
+            elif not all(isinstance(h, str) and SECRET_HOST.fullmatch(h) for h in hosts):
+                problems.append(
+                    "each value in hosts must be a hostname or a *. wildcard, without scheme, port or path"
+                )
+        return problems
+
+    async def _secret_create(self, request: web.Request) -> web.Response:
+        body = await _json_body(request, toolbox=False)
+        problems = self._secret_fields(body, create=True)
+        if problems:
+            raise validation_error(request, *problems)
+        name = body["name"]
+        if any(s.name == name for s in self.secrets.values()):
+            raise api_error(request, 409, f"Secret with name {name} already exists")
+        secret = SecretRecord(
+            id=str(uuid.uuid4()),
+            name=name,
+            value=body["value"],
+            placeholder=f"dtn_secret_{random_tokens.token_hex(16)}",
+            hosts=list(body.get("hosts") or []),
+            description=body.get("description"),
+        )
+        self.secrets[secret.id] = secret
+        return web.json_response(secret.dto(), status=201)
+
+    def _filtered_secrets(self, request: web.Request) -> list[SecretRecord]:
+        query = request.query
+        problems = []
+        sort = query.get("sort", "createdAt")
+        if sort not in SECRET_SORTS:
+            problems.append(f"sort must be one of the following values: {', '.join(SECRET_SORTS)}")
+        order = query.get("order", "desc")
+        if order not in ("asc", "desc"):
+            problems.append("order must be one of the following values: asc, desc")
+        if problems:
+            raise validation_error(request, *problems)
+        items = list(self.secrets.values())
+        if query.get("name"):
+            items = [s for s in items if query["name"].lower() in s.name.lower()]
+        key = {"name": lambda s: s.name, "createdAt": lambda s: s.created_at, "updatedAt": lambda s: s.updated_at}
+        return sorted(items, key=key[sort], reverse=order == "desc")
+
+    async def _secret_list_paginated(self, request: web.Request) -> web.Response:
+        raw_limit = request.query.get("limit", "100")
+        if not re.fullmatch(r"\d+", raw_limit) or not 1 <= int(raw_limit) <= 200:
+            raise validation_error(request, "limit must not be less than 1", "limit must not be greater than 200")
+        limit = int(raw_limit)
+        cursor = request.query.get("cursor") or "0"
+        if not cursor.isdigit():
+            raise api_error(request, 400, "Invalid cursor")
+        items = self._filtered_secrets(request)
+        offset = int(cursor)
+        next_cursor = str(offset + limit) if offset + limit < len(items) else None
+        page = [s.dto() for s in items[offset : offset + limit]]
+        return web.json_response({"items": page, "total": len(items), "nextCursor": next_cursor})
+
+    async def _secret_list(self, request: web.Request) -> web.Response:
+        return web.json_response([s.dto() for s in self._filtered_secrets(request)])
+
+    async def _secret_get(self, request: web.Request) -> web.Response:
+        return web.json_response(self._secret(request).dto())
+
+    async def _secret_update(self, request: web.Request) -> web.Response:
+        """PATCH: only the keys sent change; a new value keeps the placeholder (§14.3)."""
+        secret = self._secret(request)
+        body = await _json_body(request, toolbox=False)
+        problems = self._secret_fields(body, create=False)
+        if problems:
+            raise validation_error(request, *problems)
+        if "value" in body:
+            secret.value = body["value"]
+        if "description" in body:
+            secret.description = body["description"]
+        if body.get("hosts") is not None:
+            secret.hosts = list(body["hosts"])
+        secret.updated_at = _now()
+        return web.json_response(secret.dto())
+
+    async def _secret_delete(self, request: web.Request) -> web.Response:
+        """Unverified in production: what a sandbox that mounts a deleted Secret sees. The double
+        stops substituting it and leaves it out of the env of processes started afterwards."""
+        secret = self._secret(request)
+        del self.secrets[secret.id]
+        for sb in self.sandboxes.values():
+            if secret.name in sb.secrets.values():
+                self._mount(sb, sb.secrets)
+        return web.Response(status=204)
+
+    def _secret_mounts(self, request: web.Request, raw: Any) -> dict[str, str]:
+        """`secrets: [{ENV: secretName}, …]` → {ENV: name}. Unknown names are a 400, like an
+        unknown snapshot on create: the request is invalid, nothing is created."""
+        if raw is None:
+            return {}
+        if not isinstance(raw, list) or not all(
+            isinstance(item, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in item.items())
+            for item in raw
+        ):
+            raise validation_error(request, "secrets must be an array of {ENV_VAR: secretName} objects")
+        mounts = {env: name for item in raw for env, name in item.items()}
+        known = {s.name for s in self.secrets.values()}
+        for name in mounts.values():
+            if name not in known:
+                raise api_error(request, 400, f"Secret {name} not found")
+        return mounts
+
+    def _mount(self, sb: SandboxRecord, mounts: dict[str, str]) -> None:
+        by_name = {s.name: s for s in self.secrets.values()}
+        sb.secrets = dict(mounts)
+        sb.secret_env = {env: by_name[name].placeholder for env, name in mounts.items() if name in by_name}
+
+    def _egress_policy(self, sb: SandboxRecord) -> EgressPolicy:
+        by_name = {s.name: s for s in self.secrets.values()}
+        mounted = [by_name[name].binding() for name in sb.secrets.values() if name in by_name]
+        live = sb.secrets_live and not sb.substitution_broken
+        return EgressPolicy(
+            substitute=mounted if live else [],
+            scrub=mounted,
+            block_all=sb.network_block_all,
+            domain_allow_list=_split_list(sb.domain_allow_list),
+            network_allow_list=[ipaddress.IPv4Network(n, strict=False) for n in networks]
+            if (networks := _split_list(sb.network_allow_list)) is not None
+            else None,
+        )
+
+    async def _sandbox_secrets_update(self, request: web.Request) -> web.Response:
+        """PUT replaces the whole mounted set. New placeholders reach processes started after
+        it; substitution starts at once unless the sandbox started without Secrets (§14.3)."""
+        sb = self._find(request, request.match_info["id"])
+        body = await _json_body(request, toolbox=False)
+        if "secrets" not in body:
+            raise validation_error(request, "secrets must be an array")
+        self._mount(sb, self._secret_mounts(request, body["secrets"]))
+        sb.updated_at = _now()
+        return web.json_response(self._dto(sb))
+
+    async def _sandbox_secrets_resolve(self, request: web.Request) -> web.Response:
+        """`GET /sandbox/{id}/secrets` returns the plaintext values (§14.2, purpose unverified)."""
+        sb = self._find(request, request.match_info["id"])
+        by_name = {s.name: s for s in self.secrets.values()}
+        return web.json_response(
+            [
+                {"env": env, "placeholder": by_name[name].placeholder, "value": by_name[name].value,
+                 "hosts": list(by_name[name].hosts)}
+                for env, name in sb.secrets.items()
+                if name in by_name
+            ]
+        )
+
+    # ----------------------------------------------------------------- network policy (§15)
+
+    @staticmethod
+    def _network_fields(request: web.Request, body: dict[str, Any]) -> dict[str, str | None]:
+        """Validate networkAllowList / domainAllowList as the server does (400, string message);
+        "" or only commas clears a list (stored as None)."""
+        result: dict[str, str | None] = {}
+        if body.get("networkBlockAll") is not None and not isinstance(body["networkBlockAll"], bool):
+            raise validation_error(request, "networkBlockAll must be a boolean value")
+        for key in ("networkAllowList", "domainAllowList"):
+            if key not in body or body[key] is None:
+                continue
+            value = body[key]
+            if not isinstance(value, str):
+                raise validation_error(request, f"{key} must be a string")
+            entries = _split_list(value) or []
+            if key == "networkAllowList":
+                for entry in entries:
+                    _check_cidr(request, entry)
+                if len(entries) > MAX_ALLOW_LIST:
+                    raise api_error(
+                        request, 400, f"Network allow list cannot contain more than {MAX_ALLOW_LIST} networks"
+                    )
+            else:
+                for entry in entries:
+                    if not ALLOWED_DOMAIN.fullmatch(entry):
+                        raise api_error(request, 400, f'Invalid domain: "{entry}". Must be a valid domain name')
+                if len(entries) > MAX_ALLOW_LIST:
+                    raise api_error(
+                        request, 400, f"Domain allow list cannot contain more than {MAX_ALLOW_LIST} domains"
+                    )
+            result[key] = value if entries else None
+        return result
+
+    async def _network_settings(self, request: web.Request) -> web.Response:
+        """Applied at once to the running sandbox (§15.2): `networkBlockAll: true` blocks and
+        clears the lists, `false` alone restores egress and clears them; a list implies not
+        blocking all."""
+        sb = self._find(request, request.match_info["id"])
+        body = await _json_body(request, toolbox=False)
+        fields = self._network_fields(request, body)
+        block = body.get("networkBlockAll")
+        lists_sent = [k for k in ("networkAllowList", "domainAllowList") if body.get(k) is not None]
+        if block is True:
+            sb.network_block_all, sb.network_allow_list, sb.domain_allow_list = True, None, None
+        elif block is False and not lists_sent:
+            sb.network_block_all, sb.network_allow_list, sb.domain_allow_list = False, None, None
+        if lists_sent and block is not True:
+            sb.network_block_all = False
+            if "networkAllowList" in lists_sent:
+                sb.network_allow_list = fields.get("networkAllowList")
+            if "domainAllowList" in lists_sent:
+                sb.domain_allow_list = fields.get("domainAllowList")
+        sb.updated_at = _now()
+        return web.json_response(self._dto(sb))
 
     # ----------------------------------------------------------------- toolbox: common
 
@@ -1277,6 +1668,28 @@ class DaytonaDouble:
 
 
 # --------------------------------------------------------------------------- module helpers
+
+
+def _split_list(value: str | None) -> list[str] | None:
+    """A comma-separated allow list → its non-empty, trimmed entries (None if unset)."""
+    if value is None:
+        return None
+    return [entry.strip() for entry in value.split(",") if entry.strip()]
+
+
+def _check_cidr(request: web.Request, network: str) -> None:
+    """The server's networkAllowList entry check (network-validation.util.ts)."""
+    address, slash, prefix = network.partition("/")
+    try:
+        ipaddress.IPv4Address(address)
+    except ValueError:
+        raise api_error(
+            request, 400, f'Invalid IP address: "{address}" in network "{network}". Must be a valid IPv4 address'
+        ) from None
+    if not slash or not prefix:
+        raise api_error(request, 400, f'Invalid network format: "{network}". Missing CIDR prefix length (e.g., /24)')
+    if not prefix.isdigit() or not 0 <= int(prefix) <= 32:
+        raise api_error(request, 400, f"Invalid CIDR prefix length: {network}. Prefix must be between 0 and 32")
 
 
 def _session_wrapper(state: Path, command_id: str) -> str:
