@@ -4,6 +4,7 @@ The library (`Maison`, `MaisonSandbox`, `StreamEvent`) runs Claude Code in a san
 knows nothing of Slack; the Slack bot lives in `maison_slack.slack`.
 """
 
+from maison_slack.core.credentials import SandboxCredentials, SecretsUnavailableError
 from maison_slack.core.errors import (
     ClaudeNotFoundError,
     InstallError,
@@ -24,8 +25,10 @@ __all__ = [
     "MaisonError",
     "MaisonSandbox",
     "RunTimeoutError",
+    "SandboxCredentials",
     "SandboxGoneError",
     "SandboxStoppedError",
     "SandboxUnavailableError",
+    "SecretsUnavailableError",
     "StreamEvent",
 ]

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import os
 import sys
 from typing import TextIO
 
+from maison_slack.core.credentials import CREDENTIAL_NAMES, CUSTOM_HEADERS, SecretsUnavailableError
 from maison_slack.core.errors import MaisonError
 from maison_slack.core.events import StreamEvent
 from maison_slack.core.maison import Maison
@@ -26,6 +28,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--instructions", help="text appended to Claude Code's system prompt")
     parser.add_argument("--snapshot", default="daytona-small", help="Daytona snapshot (default: %(default)s)")
     parser.add_argument("--debug", action="store_true", help="print every raw event")
+    parser.add_argument("--key-in-sandbox", action="store_true",
+                        help="put the API key in the sandbox's environment instead of a Daytona Secret "
+                             "(for organizations without Secrets; anything Claude runs can then read it)")
     return parser.parse_args(argv)
 
 
@@ -162,10 +167,18 @@ async def run_prompt(sandbox: MaisonSandbox, terminal: Terminal, prompt: str, in
     return ok
 
 
+def secret_prefix() -> str:
+    """Secret names of this user's credentials: named after a digest of them, so two people of
+    one organization never overwrite each other's key (and no name reveals whose it is)."""
+    values = "\0".join(os.environ.get(name, "") for name in (*CREDENTIAL_NAMES, CUSTOM_HEADERS))
+    return "cli_" + hashlib.sha256(values.encode()).hexdigest()[:12]
+
+
 async def chat(args: argparse.Namespace) -> int:
     terminal = Terminal(sys.stdout, sys.stderr, args.debug)
     async with spinner("Creating a sandbox", sys.stderr) as progress:
-        sandbox = await Maison.create_sandbox_for_claude(snapshot=args.snapshot, on_progress=progress)
+        sandbox = await Maison.create_sandbox_for_claude(
+            snapshot=args.snapshot, on_progress=progress, secret_prefix=None if args.key_in_sandbox else secret_prefix())
     print(f"Sandbox {sandbox.id} ready.", file=sys.stderr, flush=True)
     try:
         if args.prompt is not None:
@@ -198,6 +211,10 @@ def main(argv: list[str] | None = None) -> None:
         code = asyncio.run(chat(args))
     except KeyboardInterrupt:
         code = 130
+    except SecretsUnavailableError as exc:
+        print(f"maison-cli: error: {exc} Or run with --key-in-sandbox (the key is then readable in the sandbox).",
+              file=sys.stderr)
+        code = EXIT_CONFIG
     except (MaisonError, ValueError) as exc:
         print(f"maison-cli: error: {exc}", file=sys.stderr)
         code = EXIT_RUN_FAILED

@@ -142,10 +142,10 @@ async def test_tool_status_and_fallback_text_cannot_ping_the_channel(bot):
     statuses = [context(v) for v in versions(reply)]
     assert "Running `echo '&lt;!channel&gt; a&amp;b' &gt; note.txt; sleep 1`" in statuses
     assert not any("<!" in s for s in statuses)
-    # The notification text (mrkdwn) shows Claude's words literally.
+    # The notification text (mrkdwn) shows no broadcast either.
     assert all("<!" not in v["text"] for v in versions(reply))
-    assert "&lt;!here&gt;" in reply.text
-    assert markdown(reply).endswith("Done: <!here> is escaped too.")  # the markdown block is verbatim
+    assert "Done: @here is escaped too." in reply.text
+    assert markdown(reply).endswith("Done: @here is escaped too.")  # no broadcast in the markdown block either
 
 
 # -- 2. a thread is one conversation in one sandbox ------------------------------------------

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from maison_slack.slack.markup import escape_mrkdwn, slack_to_plain, tool_status
+from maison_slack.slack.markup import escape_mrkdwn, neutralize_broadcasts, slack_to_plain, tool_status
+from maison_slack.slack.redact import Redactor
 
 
 class TestToolStatus:
@@ -115,6 +116,52 @@ class TestToolStatus:
             status = tool_status(tool, {key: long})
             assert "\n" not in status
             assert len(status) < 120
+
+
+class TestToolStatusRedaction:
+    """Secrets are masked before the line is shortened: a cut secret no longer matches."""
+
+    KEY = "sk-ant-api03-" + "k" * 60 + "-tail"
+    redact = staticmethod(Redactor([KEY]).redact)
+
+    def test_long_secret_leaves_no_fragment(self) -> None:
+        command = f"curl -H 'x-api-key: xxxxxxxxxxx{self.KEY}' https://api.example.com/v1/messages"
+        unredacted = tool_status("Bash", {"command": command})
+        assert "sk-ant-api03-kkk" in unredacted  # what the bug showed: the first half of the key
+        status = tool_status("Bash", {"command": command}, self.redact)
+        assert "sk-ant" not in status and "kkkk" not in status
+        assert status.startswith("Running `curl -H 'x-api-key: xxxxxxxxxxx[redacted]'")
+
+    def test_secret_in_a_path_is_masked_before_the_basename(self) -> None:
+        secret = "abc/def/ghi/jkl-0123456789"  # a path-like secret (base64 holds "/")
+        status = tool_status("Read", {"file_path": f"/home/{secret}"}, Redactor([secret]).redact)
+        assert status == "Reading `[redacted]`"
+
+    def test_descriptions_labels_and_urls(self) -> None:
+        assert self.KEY not in tool_status("Bash", {"description": f"use {self.KEY}"}, self.redact)
+        assert "kkkk" not in tool_status(f"mcp__{self.KEY}", {}, self.redact)
+        status = tool_status("WebFetch", {"url": f"https://x.test/?key={self.KEY}"}, self.redact)
+        assert status == "Fetching <https://x.test/?key=[redacted]>"
+
+
+class TestNeutralizeBroadcasts:
+    @pytest.mark.parametrize(
+        "text, expected",
+        [
+            ("<!channel> deploy is broken", "@channel deploy is broken"),
+            ("<!here> and <!everyone>", "@here and @everyone"),
+            ("<!here|here> <!channel|@channel>", "@here @channel"),
+            ("<!group>", "@group"),
+            ("ping <!subteam^S0123|@oncall> now", "ping @oncall now"),
+            ("<!subteam^S0123>", "@S0123"),
+        ],
+    )
+    def test_broadcasts_become_words(self, text: str, expected: str) -> None:
+        assert neutralize_broadcasts(text) == expected
+
+    def test_everything_else_is_kept(self) -> None:
+        text = "ask <@U1> in <#C9|dev>: <https://a.b|doc> &lt;!channel&gt; <!date^1^{date}|today> a < b"
+        assert neutralize_broadcasts(text) == text
 
 
 def test_escape_mrkdwn() -> None:

@@ -9,6 +9,8 @@ Where this SDK (0.226) leaves the HTTP status and headers of a failure depends o
   `DaytonaError` subclass carrying `status_code` and `headers`;
 * downloads: a plain `DaytonaError` with `status_code=None`; the status and headers are on
   the aiohttp `ClientResponseError` further down its cause chain;
+* Secrets (`daytona.secret.*`): the generated client's own `ApiException` (with `status`), not
+  a `DaytonaError`: that service has no error interception in this SDK;
 * uploads (`fs.upload_file(s)`): a plain `DaytonaError` with `status_code` but **no headers**
   and no cause (`daytona/_async/filesystem.py`, `upload_files`); the aiohttp response, with
   its headers, is only referenced by the SDK's frame in the traceback. `_retry_after` looks
@@ -34,6 +36,8 @@ from daytona import (
     DaytonaTimeoutError,
 )
 
+from daytona_api_client_async.exceptions import ApiException
+
 from maison_slack.core.errors import MaisonError, SandboxGoneError, SandboxStoppedError, SandboxUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -53,7 +57,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
-def _status(exc: BaseException) -> int | None:
+def status_of(exc: BaseException) -> int | None:
     """The HTTP status of a failure: `status_code` on SDK errors, `status` on the
     generated client's `ApiException` and aiohttp's `ClientResponseError`."""
     for link in _chain(exc):
@@ -69,7 +73,7 @@ def translate(exc: Exception, doing: str) -> MaisonError:
         return exc
     message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     # File uploads and downloads raise the base `DaytonaError` whatever the status: look at it too.
-    status = _status(exc)
+    status = status_of(exc)
     if isinstance(exc, DaytonaNotFoundError) or status == 404:
         return SandboxGoneError(f"{doing}: the sandbox no longer exists ({message})")
     if (isinstance(exc, DaytonaBadRequestError) or status == 400) and "is the sandbox started" in message.lower():
@@ -82,7 +86,7 @@ def _is_transient(exc: Exception) -> bool:
         return True
     if isinstance(exc, DaytonaTimeoutError):
         return False  # a command that ran out of time will do so again
-    return isinstance(exc, DaytonaError) and _status(exc) in _TRANSIENT_STATUSES
+    return isinstance(exc, (DaytonaError, ApiException)) and status_of(exc) in _TRANSIENT_STATUSES
 
 
 def _header_sets(exc: BaseException) -> Iterator[Mapping[str, Any]]:
@@ -122,7 +126,7 @@ def _retry_after(exc: BaseException) -> float | None:
 
 
 def _retry_delay(exc: Exception, attempt: int) -> float:
-    retry_after = _retry_after(exc) if _status(exc) in (429, 503) else None
+    retry_after = _retry_after(exc) if status_of(exc) in (429, 503) else None
     if retry_after is not None:
         return min(retry_after, _MAX_RETRY_AFTER)
     return min(0.5 * 2**attempt, 8.0)
@@ -136,8 +140,8 @@ async def call(doing: str, operation: Callable[[], Awaitable[T]], *, attempts: i
     for attempt in range(attempts):
         try:
             return await operation()
-        except (DaytonaError, asyncio.TimeoutError) as exc:
-            rate_limited = isinstance(exc, DaytonaRateLimitError) or _status(exc) == 429
+        except (DaytonaError, ApiException, asyncio.TimeoutError) as exc:
+            rate_limited = isinstance(exc, DaytonaRateLimitError) or status_of(exc) == 429
             last = attempt == attempts - 1
             if last or not _is_transient(exc) or not (retry or rate_limited):
                 raise translate(exc, doing) from exc

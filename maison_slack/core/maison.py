@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from daytona import AsyncDaytona, CreateSandboxFromSnapshotParams, DaytonaConfig, DaytonaError, ListSandboxesQuery
 
+from maison_slack.core.credentials import (
+    CREDENTIAL_NAMES,
+    CUSTOM_HEADERS,
+    SandboxCredentials,
+    api_host,
+    store_credentials,
+)
 from maison_slack.core.daytona_calls import call, translate
 from maison_slack.core.errors import InstallError, MaisonError, SandboxGoneError
 from maison_slack.core.sandbox import MaisonSandbox
@@ -46,15 +53,25 @@ INSTALL_SCRIPT = (
 ProgressCallback = Callable[[str], None]
 
 
-def sandbox_env(api_key: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment a new sandbox gets: the key, Claude Code settings from this host, extras."""
+def sandbox_env(api_key: str | None, extra: Mapping[str, str] | None = None, *,
+                credentials: SandboxCredentials | None = None) -> dict[str, str]:
+    """The environment a new sandbox gets: Claude Code settings from this host, the key, extras.
+
+    With `credentials`, no credential is copied from this host: they reach the sandbox only as
+    Secret placeholders (`credentials.secrets`, set by Daytona) and placeholder-holding lines.
+    """
+    held_back = (*CREDENTIAL_NAMES, CUSTOM_HEADERS) if credentials is not None else ()
     env = {
         name: value
         for name, value in os.environ.items()
         if value and (name.startswith(FORWARDED_ENV_PREFIXES) or name in FORWARDED_ENV_NAMES)
+        and name not in held_back
     }
     env.update(SANDBOX_ENV)
-    env["ANTHROPIC_API_KEY"] = api_key
+    if api_key:
+        env["ANTHROPIC_API_KEY"] = api_key
+    if credentials is not None:
+        env.update(credentials.env)
     env.update(extra or {})
     return env
 
@@ -84,29 +101,43 @@ class Maison:
         run_timeout: float | None = None,
         model: str | None = None,
         on_progress: ProgressCallback | None = None,
+        credentials: SandboxCredentials | None = None,
+        secret_prefix: str | None = None,
+        domain_allow_list: Sequence[str] | None = None,
     ) -> MaisonSandbox:
         """Create a sandbox with Claude Code installed and return it, ready to `stream()`.
 
-        The API key (default `$ANTHROPIC_API_KEY`) goes into the sandbox's environment, never a
-        command line. Intervals are in minutes: the sandbox stops after `auto_stop_interval`
-        idle minutes and is deleted `auto_delete_interval` minutes after stopping, a safety
-        net should the caller never `close()` it. Raises `ValueError` without a key (before
-        anything is created) and `InstallError` (a `RuntimeError`) when the install fails,
-        after deleting the sandbox.
+        With `credentials` (from `Maison.store_credentials`), or with `secret_prefix` (which
+        stores them first, under Secret names starting with it), the sandbox holds only Daytona
+        Secret placeholders: the real key never enters it. Without either, the API key (default
+        `$ANTHROPIC_API_KEY`) goes into the sandbox's environment (never a command line), where
+        anything Claude runs can read it. `domain_allow_list` limits the sandbox's outbound
+        traffic to those domains (Daytona allows at most 10). Intervals are in minutes: the
+        sandbox stops after `auto_stop_interval` idle minutes and is deleted
+        `auto_delete_interval` minutes after stopping, a safety net should the caller never
+        `close()` it. Raises `ValueError` without any credential (before anything is created)
+        and `InstallError` (a `RuntimeError`) when the install fails, after deleting the sandbox.
         """
-        api_key = anthropic_api_key or os.environ.get("ANTHROPIC_API_KEY", "")
-        if not api_key:
+        api_key = None if credentials is not None else anthropic_api_key or os.environ.get("ANTHROPIC_API_KEY", "")
+        if credentials is None and secret_prefix is None and not api_key:
             raise ValueError("An Anthropic API key is required: pass anthropic_api_key= or set ANTHROPIC_API_KEY.")
         progress = on_progress or (lambda message: None)
         owns_client = daytona is None
         client = daytona or _client(daytona_config)
         try:
+            if secret_prefix is not None and credentials is None:
+                progress("Storing the credentials in Daytona Secrets")
+                credentials = await Maison.store_credentials(prefix=secret_prefix, anthropic_api_key=api_key,
+                                                             daytona=client)
+                api_key = None
             progress("Creating the sandbox")
             params = CreateSandboxFromSnapshotParams(
                 snapshot=snapshot,
                 name=name,
                 labels={**(labels or {}), APP_LABEL[0]: APP_LABEL[1]},
-                env_vars=sandbox_env(api_key, env_vars),
+                env_vars=sandbox_env(api_key, env_vars, credentials=credentials),
+                secrets=credentials.secrets if credentials is not None else None,
+                domain_allow_list=",".join(domain_allow_list) if domain_allow_list else None,
                 auto_stop_interval=auto_stop_interval,
                 auto_delete_interval=auto_delete_interval,
             )
@@ -162,6 +193,31 @@ class Maison:
             run_timeout=run_timeout, model=model,
         )
 
+
+    @staticmethod
+    async def store_credentials(
+        *,
+        prefix: str,
+        anthropic_api_key: str | None = None,
+        base_url: str | None = None,
+        daytona: AsyncDaytona,
+    ) -> SandboxCredentials:
+        """Keep Claude Code's credentials in Daytona Secrets, for `create_sandbox_for_claude`.
+
+        Takes the key (default `$ANTHROPIC_API_KEY`) and every other credential this host would
+        forward (`ANTHROPIC_AUTH_TOKEN`, `CLAUDE_CODE_OAUTH_TOKEN`, `ANTHROPIC_CUSTOM_HEADERS`'
+        values), stores each in a Secret named from `prefix` that Daytona substitutes only in
+        request headers bound for the Anthropic API host (`base_url`'s host when given, default
+        `$ANTHROPIC_BASE_URL`). Idempotent: run it at every start to keep the values current.
+        Raises `SecretsUnavailableError` when the organization cannot use Secrets.
+        """
+        values = {name: os.environ.get(name, "") for name in (*CREDENTIAL_NAMES, CUSTOM_HEADERS)}
+        if anthropic_api_key:
+            values["ANTHROPIC_API_KEY"] = anthropic_api_key
+        if not any(values[name] for name in CREDENTIAL_NAMES):
+            raise ValueError("An Anthropic API key is required: pass anthropic_api_key= or set ANTHROPIC_API_KEY.")
+        host = api_host(base_url or os.environ.get("ANTHROPIC_BASE_URL"))
+        return await store_credentials(values, prefix=prefix, hosts=[host], daytona=daytona)
 
     @staticmethod
     async def list_sandboxes(labels: Mapping[str, str], *, daytona: AsyncDaytona) -> list[SandboxInfo]:

@@ -417,7 +417,7 @@ class MaisonSandbox:
                 text = f"Run stopped ({run.cancelled_by})."
                 subtype = "cancelled"
             else:
-                tail = f": {stderr[-2000:]}" if stderr else ""
+                tail = f": {_last_lines(stderr, 2000)}" if stderr else ""
                 text = f"Claude Code exited with code {exit_code} without a result{tail}"
                 subtype = "error_no_result"
             data: dict[str, Any] = {"type": "result", "subtype": subtype, "is_error": True, "result": text,
@@ -524,3 +524,11 @@ def _raise_if_missing(exc: MaisonError, path: str) -> None:
     cause = exc.__cause__
     if isinstance(cause, DaytonaFileNotFoundError) or getattr(cause, "code", None) == "FILE_NOT_FOUND":
         raise FileNotFoundError(f"No such file in the sandbox: {path}") from exc
+
+
+def _last_lines(text: str, limit: int) -> str:
+    """The end of `text`, at most `limit` characters, cut between lines: a cut inside a line
+    could leave part of a secret that redaction downstream no longer recognises."""
+    if len(text) <= limit:
+        return text
+    return text[-limit:].partition("\n")[2] or "(its last line is too long to show)"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 __all__ = ["ToolCall", "describe_tool", "run_stats"]
@@ -71,39 +71,44 @@ _RULES: dict[str, _Rule] = {
 }
 
 
-def describe_tool(name: Any, tool_input: Any) -> ToolCall:
+def describe_tool(name: Any, tool_input: Any, redact: Callable[[str], str] | None = None) -> ToolCall:
     """What a tool call does, e.g. Bash {"command": "npm test"} -> ToolCall("Running", "npm test").
 
-    Never raises: tool inputs come from the model and may be missing or oddly typed, and a
-    progress line is never worth a crashed run.
+    `redact` masks secrets in what the input says, before anything is shortened: a secret cut
+    in half no longer matches, and its first half would be shown. Never raises: tool inputs
+    come from the model and may be missing or oddly typed, and a progress line is never worth
+    a crashed run.
     """
     try:
-        return _describe(name, tool_input)
+        return _describe(name, tool_input, redact or (lambda text: text))
     except Exception:  # defensive, see above
         return ToolCall("Using a tool")
 
 
-def _describe(name: Any, tool_input: Any) -> ToolCall:
+def _describe(name: Any, tool_input: Any, redact: Callable[[str], str]) -> ToolCall:
     tool = name.strip() if isinstance(name, str) else ""
     rule = _RULES.get(tool)
     if rule is None:
-        label = _first_line(tool)
+        label = _first_line(redact(tool))
         return ToolCall("Using", label) if label else ToolCall("Using a tool")
-    value = _field(tool_input, *rule.keys)
+    value = _text(_field(tool_input, *rule.keys), redact)
     subject = _first_line(_basename(value) if rule.is_path else value)
     if subject:
         return ToolCall(rule.action, subject)
     if tool == "Bash":  # no command: the description Claude gave it still says something
-        description = _first_line(_field(tool_input, "description"))
+        description = _first_line(_text(_field(tool_input, "description"), redact))
         if description:
             return ToolCall("Running a command:", description)
     return ToolCall(rule.fallback)
 
 
-def _first_line(value: Any) -> str:
+def _text(value: Any, redact: Callable[[str], str]) -> str:
+    """``value`` redacted when it is a string; anything else says nothing."""
+    return redact(value) if isinstance(value, str) else ""
+
+
+def _first_line(value: str) -> str:
     """First non-empty line of ``value``, cut to _SUBJECT_MAX, " …" when more lines follow."""
-    if not isinstance(value, str):
-        return ""
     lines = [line.strip() for line in value.strip().splitlines()]
     if not lines or not lines[0]:
         return ""
@@ -113,10 +118,8 @@ def _first_line(value: Any) -> str:
     return first + " …" if len(lines) > 1 else first
 
 
-def _basename(path: Any) -> str:
+def _basename(path: str) -> str:
     """Last path component; the sandbox's absolute paths are just noise."""
-    if not isinstance(path, str):
-        return ""
     trimmed = path.strip().rstrip("/\\")
     return re.split(r"[/\\]", trimmed)[-1] if trimmed else ""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -17,6 +16,8 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from maison_slack.core.credentials import SecretsUnavailableError
+from maison_slack.core.errors import MaisonError
 from maison_slack.slack import listeners
 from maison_slack.slack.bot import Services
 from maison_slack.slack.config import ConfigError, Settings, load_settings
@@ -67,6 +68,12 @@ class MaisonApp:
             ],
         )
         bot = cls(settings, store, client, budget)
+        try:
+            await bot.sandboxes.prepare()
+        except BaseException:
+            await bot.sandboxes.close()
+            await store.close()
+            raise
         await bot.recovery.recover()
         bot.reaper.start()
         await bot.handler.connect_async()
@@ -110,5 +117,13 @@ def main() -> None:
         sys.exit(2)
     logging.basicConfig(level=os.environ.get("MAISON_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         asyncio.run(serve(settings))
+    except KeyboardInterrupt:
+        pass
+    except SecretsUnavailableError as exc:  # a setup problem, like the configuration's
+        print(f"maison-slack: cannot start: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except MaisonError as exc:
+        print(f"maison-slack: cannot start: {exc}", file=sys.stderr)
+        sys.exit(1)

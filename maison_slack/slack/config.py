@@ -5,9 +5,13 @@ Every problem is collected, so a user fixing their setup sees them all at once.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from maison_slack.core.credentials import CUSTOM_HEADERS, api_host, custom_headers
+from maison_slack.core.maison import FORWARDED_ENV_PREFIXES
 
 DEFAULT_INSTRUCTIONS = (
     "You are Maison, working for a team in a Slack thread. You run inside a disposable Daytona sandbox "
@@ -53,10 +57,21 @@ class Settings:
     max_file_mb: int = 100
     max_reply_messages: int = 8
     drain_seconds: float = 5.0
+    key_in_sandbox: str = "secret"
+    allowed_domains: tuple[str, ...] = ()
 
-    def secrets(self) -> list[str]:
-        """Values that must never appear in anything the bot posts."""
-        return [self.slack_bot_token, self.slack_app_token, self.daytona_api_key, self.anthropic_api_key]
+    def secrets(self, environ: Mapping[str, str] = os.environ) -> list[str]:
+        """Values that must never appear in anything the bot posts: its own tokens and keys, and
+        every credential among the Claude Code settings it forwards into sandboxes.
+
+        Those settings are read from `environ`, the process environment, because that is where
+        sandboxes get them from (`maison_slack.core.maison.sandbox_env`).
+        """
+        forwarded = [value for name, value in environ.items()
+                     if name.startswith(FORWARDED_ENV_PREFIXES) and _CREDENTIAL_WORDS & set(name.split("_"))]
+        headers = [value for _, value in custom_headers(environ.get(CUSTOM_HEADERS, ""))]
+        return [self.slack_bot_token, self.slack_app_token, self.daytona_api_key, self.anthropic_api_key,
+                *forwarded, *headers]
 
     def allowed(self, user_id: str, channel: str) -> bool:
         return (not self.allowed_users or user_id in self.allowed_users) and (
@@ -64,8 +79,20 @@ class Settings:
         )
 
 
-def _ids(value: str) -> frozenset[str]:
-    return frozenset(part for part in re.split(r"[\s,]+", value) if part)
+#: A forwarded setting whose name has one of these words holds a credential (ANTHROPIC_API_KEY,
+#: ANTHROPIC_AUTH_TOKEN, CLAUDE_CODE_OAUTH_TOKEN, CLAUDE_CODE_OAUTH_REFRESH_TOKEN, …).
+_CREDENTIAL_WORDS = frozenset({"KEY", "TOKEN", "SECRET", "PASSWORD", "PASSPHRASE"})
+
+_DOMAIN = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}$")
+
+
+def _is_domain(name: str) -> bool:
+    """A name Daytona's domain allow-list takes: labels and an alphabetic top-level domain (no
+    IP address, no `localhost`), optionally after one leading `*.`."""
+    return bool(_DOMAIN.match(name))
+# Slack ids are uppercase letters and digits after a letter that says what they name.
+_USER_ID = re.compile(r"[UW][A-Z0-9]+")
+_CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]+")
 
 
 def load_settings(env: Mapping[str, str]) -> Settings:
@@ -99,6 +126,38 @@ def load_settings(env: Mapping[str, str]) -> Settings:
             problems.append(f"{name} must be an http(s) URL, not {raw!r}")
         return raw or None
 
+    def choice(name: str, choices: tuple[str, ...]) -> str:
+        raw = env.get(name, "").strip().lower() or choices[0]
+        if raw not in choices:
+            problems.append(f"{name} must be one of {', '.join(choices)}, not {raw!r}")
+        return raw
+
+    def domains(name: str) -> tuple[str, ...]:
+        """Daytona's domain allow-list: at most 10 domains, one of them the Anthropic API's."""
+        raw = env.get(name, "")
+        found = tuple(part.lower() for part in re.split(r"[\s,]+", raw) if part)
+        if raw.strip() and not found:
+            problems.append(f"{name} is set but names no domain")
+        for domain in found:
+            if not _is_domain(domain):
+                problems.append(f"{name}: {domain!r} is not a domain (example.com or *.example.com)")
+        if len(found) > 9:
+            problems.append(f"{name} names {len(found)} domains; Daytona allows 10, one of them the Anthropic API's")
+        return found
+
+    def ids(name: str, pattern: re.Pattern[str], kind: str, example: str) -> frozenset[str]:
+        """An allow-list of Slack ids. Unset allows everyone, so one that is set but names nobody,
+        or holds something that is no id, is an error rather than read as unset (fail closed)."""
+        raw = env.get(name, "")
+        found = frozenset(part for part in re.split(r"[\s,]+", raw) if part)
+        if raw and not found:
+            problems.append(f"{name} is set but names no {kind}; unset it to allow everyone")
+        for part in sorted(found):
+            if not pattern.fullmatch(part):
+                problems.append(f"{name}: {part!r} is not a Slack {kind} id (like {example}: uppercase "
+                                "letters and digits)")
+        return found
+
     def flag(name: str) -> bool:
         raw = env.get(name, "").strip().lower()
         if raw not in ("", "0", "1", "true", "false", "yes", "no"):
@@ -121,8 +180,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         reap_interval=number("MAISON_REAP_INTERVAL", Settings.reap_interval, 0.1),
         run_timeout=number("MAISON_RUN_TIMEOUT", Settings.run_timeout, 1),
         require_mention=flag("MAISON_REQUIRE_MENTION"),
-        allowed_users=_ids(env.get("MAISON_ALLOWED_USERS", "")),
-        allowed_channels=_ids(env.get("MAISON_ALLOWED_CHANNELS", "")),
+        allowed_users=ids("MAISON_ALLOWED_USERS", _USER_ID, "user", "U024BE7LH or W024BE7LH"),
+        allowed_channels=ids("MAISON_ALLOWED_CHANNELS", _CHANNEL_ID, "channel", "C024BE91L, G… or D…"),
         model=env.get("MAISON_MODEL", "").strip() or None,
         instance=env.get("MAISON_INSTANCE", "").strip() or Settings.instance,
         edits_per_minute=int(number("MAISON_EDITS_PER_MINUTE", Settings.edits_per_minute, 1)),
@@ -131,7 +190,13 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         max_file_mb=int(number("MAISON_MAX_FILE_MB", Settings.max_file_mb, 1)),
         max_reply_messages=int(number("MAISON_MAX_REPLY_MESSAGES", Settings.max_reply_messages, 1)),
         drain_seconds=number("MAISON_DRAIN_SECONDS", Settings.drain_seconds, 0),
+        key_in_sandbox=choice("MAISON_KEY_IN_SANDBOX", ("secret", "env")),
+        allowed_domains=domains("MAISON_ALLOWED_DOMAINS"),
     )
+    base_host = api_host(settings["anthropic_base_url"])
+    if settings["allowed_domains"] and not _is_domain(base_host):  # it joins the allow-list
+        problems.append(f"MAISON_ALLOWED_DOMAINS needs ANTHROPIC_BASE_URL to name a domain, not {base_host!r}: "
+                        "Daytona's allow-list takes domain names only")
     if problems:
         raise ConfigError(problems)
     if not settings["slack_api_url"].endswith("/"):

@@ -40,7 +40,7 @@ class Conversations:
         self.redactor = Redactor(settings.secrets())
         self.notices = Notices(client, self.redactor)
         self._client = client
-        self._attachments = Attachments(settings.slack_bot_token)
+        self._attachments = Attachments(settings.slack_bot_token, settings.slack_api_url)
         self._runner = Runner(settings=settings, store=store, client=client, sandboxes=sandboxes, users=users,
                               budget=budget, redactor=self.redactor, notices=self.notices,
                               attachments=self._attachments)

@@ -9,12 +9,12 @@ same escaped markup, which Claude should read as plain text. Pure and free of I/
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from maison_slack.core.summary import describe_tool
 
-__all__ = ["escape_mrkdwn", "slack_to_plain", "tool_status"]
+__all__ = ["escape_mrkdwn", "neutralize_broadcasts", "slack_to_plain", "tool_status"]
 
 # A URL Slack can show as a link: no whitespace, nothing that would end the <...> early.
 _URL = re.compile(r"https?://[^\s<>|`]+")
@@ -26,15 +26,36 @@ def escape_mrkdwn(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def tool_status(name: Any, tool_input: Any) -> str:
+# A broadcast (<!here>, <!channel>, <!everyone>, legacy <!group>) or a user-group mention
+# (<!subteam^S123|@team>), with its optional label.
+_BROADCAST = re.compile(r"<!(here|channel|everyone|group|subteam\^[^<>|\n]*)(?:\|([^<>\n]*))?>")
+
+
+def neutralize_broadcasts(text: str) -> str:
+    """Slack markup from people or Claude, with every broadcast or user-group mention turned into
+    plain words ("@channel", the group's label): the bot must not notify a whole channel or team
+    because someone (or some text) said so. User mentions and links are kept.
+
+    Bare "@channel" notifies nobody: the bot never posts with `link_names` (slack.md §18). The
+    text stays as it was otherwise, escaped or not, so this suits mrkdwn and `markdown` blocks.
+    """
+    def plain(match: re.Match[str]) -> str:
+        target, label = match.group(1), match.group(2)
+        return "@" + (label or target.removeprefix("subteam^")).removeprefix("@")
+
+    return _BROADCAST.sub(plain, text)
+
+
+def tool_status(name: Any, tool_input: Any, redact: Callable[[str], str] | None = None) -> str:
     """One short mrkdwn line saying what Claude is doing with a tool, e.g. "Running `npm test`".
 
-    The words come from `describe_tool`, which never raises on odd input; here literals go in
-    inline code, descriptions stay text, and both are escaped so they cannot ping anyone or
-    break the line's markup.
+    The words come from `describe_tool`, which never raises on odd input, and masks secrets with
+    `redact` before it shortens anything; here literals go in inline code, descriptions stay
+    text, and both are escaped so they cannot ping anyone or break the line's markup.
     """
-    call = describe_tool(name, tool_input)
-    url = _fetched_url(name, tool_input)
+    redact = redact or (lambda text: text)
+    call = describe_tool(name, tool_input, redact)
+    url = _fetched_url(name, tool_input, redact)
     if url is not None:
         return f"{call.action} <{url}>"
     if not call.subject:
@@ -44,12 +65,12 @@ def tool_status(name: Any, tool_input: Any) -> str:
     return f"{call.action} {_code(call.subject)}"
 
 
-def _fetched_url(name: Any, tool_input: Any) -> str | None:
-    """The URL of a WebFetch call when it can be shown whole as a link, else None."""
+def _fetched_url(name: Any, tool_input: Any, redact: Callable[[str], str]) -> str | None:
+    """The URL of a WebFetch call (redacted) when it can be shown whole as a link, else None."""
     if not (isinstance(name, str) and name.strip() == "WebFetch" and isinstance(tool_input, Mapping)):
         return None
     url = tool_input.get("url")
-    url = url.strip() if isinstance(url, str) else ""
+    url = redact(url).strip() if isinstance(url, str) else ""
     return url if _URL.fullmatch(url) and len(url) <= _URL_MAX else None
 
 

@@ -10,6 +10,7 @@ from collections.abc import Awaitable
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from maison_slack.slack.markup import neutralize_broadcasts
 from maison_slack.slack.redact import Redactor
 
 logger = logging.getLogger(__name__)
@@ -21,7 +22,8 @@ ACK_REACTION = "eyes"
 
 
 class Notices:
-    """Posts the bot's own short messages (redacted) and reactions.
+    """Posts the bot's own short messages (redacted, and never a broadcast: they quote file names
+    and paths people wrote) and reactions.
 
     `later()` sends a call nobody waits for (a reaction, a notice): the task is owned here,
     its failure logged, and it is cancelled at `close()`.
@@ -33,7 +35,8 @@ class Notices:
         self._tasks: set[asyncio.Future[None]] = set()
 
     async def say(self, key: ThreadKey, text: str) -> None:
-        await self._client.chat_postMessage(channel=key[0], thread_ts=key[1], text=self._redactor.redact(text))
+        text = neutralize_broadcasts(self._redactor.redact(text))
+        await self._client.chat_postMessage(channel=key[0], thread_ts=key[1], text=text)
 
     async def react(self, channel: str, ts: str, name: str) -> None:
         """Decoration: a refused or rate-limited reaction is not worth a retry or an error."""

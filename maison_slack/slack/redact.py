@@ -1,12 +1,18 @@
 """Mask known secrets in anything the bot posts to Slack.
 
 Claude may echo environment values (API keys, tokens) into its answer, its tool output or a
-file it is asked to send; masking them here is the last line of defence before Slack.
+file it is asked to send, as they are or encoded (`base64 .env`, `xxd -p`, a URL query);
+masking them here is the last line of defence before Slack. Secrets are matched by value, never
+by the name of a variable: `env`, a config file or a dump shows a value under any name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import base64
+import binascii
+from collections.abc import Iterable, Mapping
+from typing import AnyStr
+from urllib.parse import quote, quote_plus
 
 from maison_slack.slack.markup import escape_mrkdwn
 
@@ -14,77 +20,106 @@ __all__ = ["Redactor"]
 
 # Shorter values are not masked: they would shred ordinary words.
 _MIN_SECRET = 8
+_REPLACEMENT = "[redacted]"
+
+
+def _base64_forms(data: bytes) -> set[str]:
+    """The base64 (and base64url) text that encodes `data` wherever it sits in a longer stream.
+
+    Base64 turns 3 bytes into 4 characters, so `data` at offset 0, 1 or 2 (mod 3) of the encoded
+    stream gives three different texts. Only the characters made of `data`'s bits alone are the
+    same in every stream, so those are matched; the character or two at each edge that mix in
+    neighbouring bytes carry a few bits of the secret, not the secret.
+    """
+    forms: set[str] = set()
+    for offset in range(3):
+        encoded = base64.b64encode(bytes(offset) + data).decode("ascii")
+        first = -(-offset * 8 // 6)  # the first character holding no bit of the bytes before
+        last = (offset + len(data)) * 8 // 6  # the characters after hold bits of the bytes after
+        core = encoded[first:last]
+        forms |= {core, core.translate(str.maketrans("+/", "-_"))}
+    return forms
+
+
+def _text_forms(secret: str) -> set[str]:
+    """How `secret` can appear in text: as is, mrkdwn-escaped (text may be escaped before it is
+    redacted, which turns &, < and > into entities), and in the usual encodings."""
+    raw = secret.encode("utf-8")
+    hexed = binascii.hexlify(raw).decode("ascii")
+    return {
+        secret, escape_mrkdwn(secret),
+        hexed, hexed.upper(),
+        quote(secret, safe=""), quote(secret), quote_plus(secret, safe=""),
+        *_base64_forms(raw),
+    }
+
+
+def _mask(data: AnyStr, patterns: Mapping[AnyStr, AnyStr]) -> AnyStr:
+    """Replace every occurrence of every pattern with its replacement.
+
+    Overlapping occurrences are merged into one mask so no fragment of either survives;
+    adjacent ones are masked separately.
+    """
+    spans: list[tuple[int, int, AnyStr]] = []
+    for pattern, replacement in patterns.items():
+        pos = data.find(pattern)
+        while pos != -1:
+            spans.append((pos, pos + len(pattern), replacement))
+            pos = data.find(pattern, pos + 1)
+    if not spans:
+        return data
+    spans.sort(key=lambda span: (span[0], -span[1]))
+    pieces: list[AnyStr] = []
+    pos = 0  # end of what is already masked or copied
+    for start, end, replacement in spans:
+        if start < pos:  # overlaps the mask before: widen it
+            pos = max(pos, end)
+            continue
+        pieces += [data[pos:start], replacement]
+        pos = end
+    pieces.append(data[pos:])
+    return data[:0].join(pieces)
+
+
+def _partial_end(text: str, form: str) -> int:
+    """Length of the longest end of `text` that is a beginning (not the whole) of `form`."""
+    return next((n for n in range(min(len(form) - 1, len(text)), 0, -1) if text.endswith(form[:n])), 0)
 
 
 class Redactor:
-    """Masks the given secrets in text bound for Slack, raw or mrkdwn-escaped.
+    """Masks the given secrets, in any of their usual forms, in text and bytes bound for Slack."""
 
-    The escaped form counts too because text may be escaped (`escape_mrkdwn`) before it is
-    redacted, which turns a secret holding &, < or > into a different string.
-    """
-
-    REPLACEMENT = "[redacted]"
+    REPLACEMENT = _REPLACEMENT
 
     def __init__(self, secrets: Iterable[str | None]) -> None:
         kept = {s for s in secrets if isinstance(s, str) and len(s) >= _MIN_SECRET}
-        variants = kept | {escape_mrkdwn(s) for s in kept}
-        # Longest first, so a secret containing another is masked whole.
-        self._secrets: tuple[str, ...] = tuple(sorted(variants, key=lambda s: (-len(s), s)))
+        forms = {form for secret in kept for form in _text_forms(secret)}
+        self._text: dict[str, str] = dict.fromkeys(forms, _REPLACEMENT)
+        self._bytes: dict[bytes, bytes] = {form.encode("utf-8"): _REPLACEMENT.encode() for form in forms}
+        # A file need not be UTF-8. In UTF-16 an ASCII secret is its bytes with zero bytes
+        # between them, the same in both byte orders (only the zero before or after differs);
+        # that middle part is replaced by the mask's, so the file stays readable.
+        utf16_mask = _REPLACEMENT.encode("utf-16-le")[:-1]
+        self._bytes.update({s.encode("utf-16-le")[:-1]: utf16_mask for s in kept})
 
     def redact(self, text: str) -> str:
-        """Replace every occurrence of every secret with "[redacted]".
-
-        Overlapping occurrences are merged into one mask so no fragment of
-        either secret survives; adjacent ones are masked separately.
-        """
-        if not self._secrets or not text:
+        """Replace every occurrence of every secret (in any of its forms) with "[redacted]"."""
+        if not self._text or not text:
             return text
-        spans: list[tuple[int, int]] = []
-        for secret in self._secrets:
-            pos = text.find(secret)
-            while pos != -1:
-                spans.append((pos, pos + len(secret)))
-                pos = text.find(secret, pos + 1)
-        if not spans:
-            return text
-        spans.sort()
-        merged: list[list[int]] = []
-        for start, end in spans:
-            if merged and start < merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], end)
-            else:
-                merged.append([start, end])
-        out: list[str] = []
-        pos = 0
-        for start, end in merged:
-            out.append(text[pos:start])
-            out.append(self.REPLACEMENT)
-            pos = end
-        out.append(text[pos:])
-        return "".join(out)
+        return _mask(text, self._text)
 
     def redact_streaming(self, text: str) -> str:
         """`redact` for text that is still growing: a trailing piece that may be the start
         of a secret (the rest of which has not arrived yet) is held back."""
         text = self.redact(text)
-        held = True
-        while held:  # what is left may end with the start of another secret
-            held = False
-            for secret in self._secrets:
-                size = next((n for n in range(min(len(secret) - 1, len(text)), 0, -1)
-                             if text.endswith(secret[:n])), 0)
-                if size:
-                    text, held = text[:-size], True
-        return text
+        held = max((_partial_end(text, form) for form in self._text), default=0)
+        return text[: len(text) - held]
 
     def redact_bytes(self, data: bytes) -> bytes:
-        """`redact` for a file's contents: UTF-8 text is redacted, other bytes pass unchanged.
-
-        Binary files (images, archives) cannot be searched as text; masking bytes in them
-        would only corrupt them.
-        """
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
+        """`redact` for a file's contents, whatever its encoding: the bytes are searched, not
+        decoded text, so a file that is not valid UTF-8 (a binary, a key after a stray byte)
+        is masked too. A binary holding a secret is damaged where the secret was: the secret
+        matters more than the file."""
+        if not self._bytes or not data:
             return data
-        return self.redact(text).encode("utf-8")
+        return _mask(data, self._bytes)

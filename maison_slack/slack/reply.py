@@ -24,13 +24,15 @@ from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
 from maison_slack.slack.markdown import split_markdown
-from maison_slack.slack.markup import escape_mrkdwn
+from maison_slack.slack.markup import escape_mrkdwn, neutralize_broadcasts
 from maison_slack.slack.redact import Redactor
 
 logger = logging.getLogger(__name__)
 
 STOP_ACTION = "maison_stop"
 _FINAL_ATTEMPTS = 4
+#: An error (a crash, Claude Code's stderr) is shown up to this many characters: its start and end.
+_ERROR_MAX = 1500
 
 #: Errors that will not go away for this message: stop editing it and post the answer anew.
 MESSAGE_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed", "msg_too_long"})
@@ -174,7 +176,8 @@ class LiveReply:
                 await self._flusher
         self._running = False
         if error:
-            self._text = (self._text.rstrip() + "\n\n" if self._text.strip() else "") + f":warning: {error}"
+            answer = self._text.rstrip() + "\n\n" if self._text.strip() else ""
+            self._text = f"{answer}:warning: {self._shorten(error)}"
         self._status = footer
         # Bounded: a few short retries for transient failures (a permanent one is handled in
         # `_sync` at once), so a dead message never holds the thread's queue for long.
@@ -190,6 +193,14 @@ class LiveReply:
             return
         if self.truncated:
             await self._attach_full_answer()
+
+    def _shorten(self, error: str) -> str:
+        """`error` redacted, then cut to its start and end. Redacting first matters: a secret
+        cut in two no longer matches, and the half left would be shown."""
+        error = self._redactor.redact(error)
+        if len(error) <= _ERROR_MAX:
+            return error
+        return error[: _ERROR_MAX // 3] + " … " + error[-2 * _ERROR_MAX // 3 :]
 
     @property
     def truncated(self) -> bool:
@@ -234,7 +245,8 @@ class LiveReply:
         body = (f"_{self._notice}_\n\n" if self._notice else "") + self._text
         # While streaming, the end of the text may be the first half of a secret.
         redacted = self._redactor.redact_streaming(body) if self._running else self._redactor.redact(body)
-        return split_markdown(redacted) or [""]
+        # Whether a `markdown` block notifies for <!channel> is undocumented (slack.md §18): never risk it.
+        return split_markdown(neutralize_broadcasts(redacted)) or [""]
 
     def _render(self) -> list[tuple[str, list[dict[str, Any]]]]:
         pieces = self._pieces()

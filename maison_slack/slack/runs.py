@@ -67,6 +67,11 @@ class Outcome:
     usage: dict[str, Any] = field(default_factory=dict)
 
 
+def credentials_refused(result: StreamEvent | None) -> bool:
+    """Claude Code's run ended on a 401 from the Anthropic API (../shared/reference/claude-code.md)."""
+    return result is not None and result.is_error and result.data.get("api_error_status") == 401
+
+
 def describe_error(exc: BaseException) -> str:
     if isinstance(exc, SlackApiError):
         return f"Slack error: {exc.response.get('error')}"
@@ -116,7 +121,7 @@ class Runner:
             await self._store.start_run(run_id, "")
             await reply.start("Starting…")
             await self._store.start_run(run_id, reply.ts or "")
-            sandbox = await self._sandbox_for(owner, reply)
+            sandbox, fresh = await self._sandbox_for(owner, reply)
             text = await self._prompt_text(prompt, sandbox, run_id)
             if not owner.launch():  # stopped while the sandbox was being prepared
                 outcome.state = STOPPED
@@ -124,6 +129,15 @@ class Runner:
                 return
             reply.set_status("Thinking…")
             result = await self._stream(sandbox, text, reply)
+            if fresh and credentials_refused(result) and self._sandboxes.uses_secrets and not owner.stopped_by:
+                # Field reports: a few fresh sandboxes send the raw Secret placeholder on their
+                # first request, and only a new sandbox fixes it (../shared/reference/daytona.md §14.3).
+                logger.warning("Run %s: a new sandbox's credentials were refused (401); trying another", run_id)
+                reply.withdraw(result.content if result is not None else "")
+                sandbox = await self._replace_sandbox(owner, sandbox, reply)
+                text = await self._prompt_text(prompt, sandbox, run_id)
+                reply.set_status("Thinking…")
+                result = await self._stream(sandbox, text, reply)
             if sandbox.claude_session_id:
                 await self._store.set_claude_session(prompt.channel, prompt.thread_ts, sandbox.claude_session_id)
             outcome = await self._conclude(owner, reply, result)
@@ -163,7 +177,7 @@ class Runner:
                 elif event.type in ("thinking", "tool_result"):
                     reply.set_status("Thinking…")
                 elif event.type == "tool_use":
-                    reply.set_status(tool_status(event.content, event.data.get("input") or {}))
+                    reply.set_status(tool_status(event.content, event.data.get("input") or {}, self._redactor.redact))
                 elif event.type == "result":
                     result = event
         finally:
@@ -183,6 +197,12 @@ class Runner:
         if result is None:
             await reply.finish("", error="Claude Code ended without a result.")
             return Outcome(FAILED, "no result")
+        if credentials_refused(result):
+            reply.withdraw(result.content)
+            error = ("The Anthropic API refused Claude Code's credentials (401). Check ANTHROPIC_API_KEY (or "
+                     "the token you use) where the bot runs, and restart it.")
+            await reply.finish(stats, error=error)
+            return Outcome(FAILED, error, usage)
         if result.is_error:
             detail = result.content or data.get("subtype")
             reply.withdraw(result.content)  # Claude Code also prints API errors as its answer
@@ -192,11 +212,12 @@ class Runner:
         await reply.finish(":white_check_mark: " + stats if stats else ":white_check_mark: Done")
         return Outcome(DONE, None, usage)
 
-    async def _sandbox_for(self, owner: ThreadOwner, reply: LiveReply) -> MaisonSandbox:
-        """The thread's sandbox: the one in memory, re-attached from SQLite, or a new one."""
+    async def _sandbox_for(self, owner: ThreadOwner, reply: LiveReply) -> tuple[MaisonSandbox, bool]:
+        """The thread's sandbox: the one in memory, re-attached from SQLite, or a new one; and
+        whether it is new."""
         sandbox = await owner.live_sandbox()
         if sandbox is not None:
-            return sandbox
+            return sandbox, False
         session = await self._store.get_session(*owner.key)
         assert session is not None  # the prompt's claim created it
         note = NOTES.get(session.context_note or "")
@@ -204,17 +225,31 @@ class Runner:
             reply.set_status("Waking up the sandbox…")
             try:
                 owner.sandbox = await self._sandboxes.attach(session.sandbox_id, session.claude_session_id)
-                return owner.sandbox
+                return owner.sandbox, False
             except SandboxGoneError:
                 note = NOTES["gone"]
+        sandbox = await self._new_sandbox(owner, reply)
+        if note:
+            reply.notice(note)
+        return sandbox, True
+
+    async def _new_sandbox(self, owner: ThreadOwner, reply: LiveReply) -> MaisonSandbox:
         reply.set_status("Creating a sandbox…")
         # No other job of this thread runs until the id is in SQLite, so the orphan sweep (which
         # asks this owner) never takes the new sandbox for an orphan.
         sandbox = await self._sandboxes.create(*owner.key)
         owner.sandbox = sandbox
         await self._store.set_sandbox(*owner.key, sandbox.id)
-        if note:
-            reply.notice(note)
+        return sandbox
+
+    async def _replace_sandbox(self, owner: ThreadOwner, broken: MaisonSandbox, reply: LiveReply) -> MaisonSandbox:
+        """A new sandbox instead of `broken` (deleted first; a failed delete is left to the
+        orphan sweep, since SQLite no longer points at it)."""
+        sandbox = await self._new_sandbox(owner, reply)
+        try:
+            await self._sandboxes.delete(broken.id)
+        except MaisonError as exc:
+            logger.warning("Could not delete sandbox %s: %s", broken.id, exc)
         return sandbox
 
     async def _prompt_text(self, prompt: Prompt, sandbox: MaisonSandbox, run_id: int) -> str:

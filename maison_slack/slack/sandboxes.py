@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from daytona import AsyncDaytona, DaytonaConfig
 
+from maison_slack.core.credentials import SandboxCredentials, SecretsUnavailableError, api_host
 from maison_slack.core.maison import Maison, SandboxInfo
 from maison_slack.core.sandbox import MaisonSandbox
 from maison_slack.slack.config import Settings
+
+logger = logging.getLogger(__name__)
 
 THREAD_LABEL = "maison-thread"
 INSTANCE_LABEL = "maison-instance"
@@ -31,6 +36,35 @@ class Sandboxes:
             api_key=settings.daytona_api_key, api_url=settings.daytona_api_url, target=settings.daytona_target,
         ))
         self._labels = {INSTANCE_LABEL: settings.instance}
+        self._credentials: SandboxCredentials | None = None
+
+    @property
+    def uses_secrets(self) -> bool:
+        """New sandboxes get Claude Code's credentials as Daytona Secret placeholders only."""
+        return self._credentials is not None
+
+    async def prepare(self) -> None:
+        """At startup: store the credentials in Daytona Secrets (current values), unless
+        `MAISON_KEY_IN_SANDBOX=env` asks for the plain key in each sandbox's environment.
+
+        Raises `SecretsUnavailableError` (with what to do) when Secrets cannot be used and the
+        fallback was not asked for: the bot must not quietly put the key where Claude can read it.
+        """
+        if self._settings.key_in_sandbox == "env":
+            logger.warning("MAISON_KEY_IN_SANDBOX=env: new sandboxes get the Anthropic key in their environment, "
+                           "where any command Claude runs can read it")
+            return
+        try:
+            self._credentials = await Maison.store_credentials(
+                prefix=self._settings.instance, anthropic_api_key=self._settings.anthropic_api_key,
+                base_url=self._settings.anthropic_base_url, daytona=self._daytona)
+        except SecretsUnavailableError as exc:
+            raise SecretsUnavailableError(
+                f"{exc} To run anyway with the key in each sandbox's environment (readable by anything Claude "
+                "runs there), set MAISON_KEY_IN_SANDBOX=env.") from exc
+        logger.info("Claude Code's credentials are in Daytona Secrets %s, sent only to %s",
+                    ", ".join(sorted(self._credentials.secrets.values())),
+                    api_host(self._settings.anthropic_base_url))
 
     async def close(self) -> None:
         await self._daytona.close()
@@ -40,8 +74,12 @@ class Sandboxes:
         extra_env = {"ANTHROPIC_BASE_URL": settings.anthropic_base_url} if settings.anthropic_base_url else {}
         # Daytona's own auto-stop/auto-delete are a safety net behind the bot's reaper.
         idle_minutes = max(1, int(settings.idle_timeout // 60) + 15)
+        # With an allow-list, the Anthropic API host is always on it: Claude Code cannot work without.
+        domains = [*settings.allowed_domains, api_host(settings.anthropic_base_url)] if settings.allowed_domains else None
         return await Maison.create_sandbox_for_claude(
             anthropic_api_key=settings.anthropic_api_key,
+            credentials=self._credentials,
+            domain_allow_list=domains,
             snapshot=settings.snapshot,
             labels={**self._labels, THREAD_LABEL: thread_label(channel, thread_ts)},
             env_vars=extra_env,

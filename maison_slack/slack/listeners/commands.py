@@ -11,8 +11,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from maison_slack.core.errors import MaisonError
 from maison_slack.slack.bot import HELP, REFUSAL, Services
+from maison_slack.slack.markup import neutralize_broadcasts, slack_to_plain
 from maison_slack.slack.runs import Prompt
-from maison_slack.slack.markup import slack_to_plain
 
 
 def register(app: AsyncApp, services: Services) -> None:
@@ -78,7 +78,9 @@ async def start_session(services: Services, client: AsyncWebClient, respond: Asy
     """Post the task in the channel, attributed to its author; its thread becomes the session."""
     prompt = slack_to_plain(text, services.users.known())
     try:
-        quoted = "\n".join(f">{line}" for line in text.splitlines())  # a quote ends at a newline
+        # Quoted line by line (a quote ends at a newline); "<!channel> deploy is broken" must not
+        # make the bot notify the channel on the author's behalf.
+        quoted = "\n".join(f">{line}" for line in neutralize_broadcasts(text).splitlines())
         posted = await client.chat_postMessage(channel=channel, text=f"<@{user}> asked Maison:\n{quoted}")
     except SlackApiError as exc:
         hint = " Invite me first: `/invite @Maison`." if exc.response.get("error") == "not_in_channel" else ""
