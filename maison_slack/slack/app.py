@@ -55,7 +55,8 @@ class MaisonApp:
 
     @classmethod
     async def start(cls, settings: Settings) -> "MaisonApp":
-        """Open the database, recover from a restart, start the reaper, connect to Slack."""
+        """Open the database, keep the credentials in Daytona Secrets, recover from a restart,
+        start the reaper, connect to Slack."""
         store = await Store.open(settings.db_path)
         budget = EditBudget(settings.edits_per_minute)
         client = AsyncWebClient(
