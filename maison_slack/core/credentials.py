@@ -7,8 +7,9 @@ Code sends its credentials in headers (`x-api-key`, `Authorization: Bearer …`,
 ../shared/reference/claude-code.md), so it works unchanged, while `printenv` or a `curl` to
 any other host only ever shows the placeholder.
 
-`ANTHROPIC_CUSTOM_HEADERS` is a list of `Name: value` lines, not one value: each header value
-gets a Secret of its own, and the sandbox gets the same lines with the placeholders in them.
+`ANTHROPIC_CUSTOM_HEADERS` is a list of `Name: value` lines, not one value: each header whose
+name says it carries a credential gets a Secret of its own, and the sandbox gets the same lines
+with the placeholders in them.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from maison_slack.core.errors import MaisonError
 CREDENTIAL_NAMES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
 CUSTOM_HEADERS = "ANTHROPIC_CUSTOM_HEADERS"
 ANTHROPIC_HOST = "api.anthropic.com"
+#: Custom headers whose value is a credential, by name (`X-Api-Key`, `Authorization`, `X-Team-Token`…).
+_CREDENTIAL_HEADER = re.compile(r"key|token|auth|secret|password|cookie|session", re.IGNORECASE)
 
 
 class SecretsUnavailableError(MaisonError):
@@ -75,8 +78,14 @@ async def store_credentials(values: Mapping[str, str], *, prefix: str, hosts: li
         if env_name == CUSTOM_HEADERS:
             lines = []
             for number, (name, header_value) in enumerate(custom_headers(value)):
-                placeholder = await ensure_secret(secret_name(prefix, f"header_{number}"), header_value,
-                                                  hosts, daytona=daytona)
+                if not _CREDENTIAL_HEADER.search(name):  # e.g. `X-Trace: on`: no Secret would scrub "on"
+                    lines.append(f"{name}: {header_value}")
+                    continue
+                secret = secret_name(prefix, f"header_{number}")
+                placeholder = await ensure_secret(secret, header_value, hosts, daytona=daytona)
+                # Daytona substitutes only the placeholders of Secrets mounted in the sandbox:
+                # mount it under a variable of its own, and put its placeholder in the header line.
+                credentials.secrets[f"MAISON_HEADER_{number}"] = secret
                 lines.append(f"{name}: {placeholder}")
             credentials.env[CUSTOM_HEADERS] = "\n".join(lines)
         else:

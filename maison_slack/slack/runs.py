@@ -200,7 +200,7 @@ class Runner:
         if credentials_refused(result):
             reply.withdraw(result.content)
             error = ("The Anthropic API refused Claude Code's credentials (401). Check ANTHROPIC_API_KEY (or "
-                     "the token you use) where the bot runs, and restart it.")
+                     "the token you use) where the bot runs; then send `reset` here to get a new sandbox.")
             await reply.finish(stats, error=error)
             return Outcome(FAILED, error, usage)
         if result.is_error:
