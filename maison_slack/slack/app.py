@@ -24,7 +24,8 @@ from maison_slack.slack.config import ConfigError, Settings, load_settings
 from maison_slack.slack.conversations import Conversations
 from maison_slack.slack.reaper import Reaper
 from maison_slack.slack.recovery import Recovery
-from maison_slack.slack.reply import EditBudget, RateLimitHandler
+from maison_slack.slack.budget import EditBudget
+from maison_slack.slack.reply import RateLimitHandler
 from maison_slack.slack.sandboxes import Sandboxes
 from maison_slack.slack.users import UserNames
 from maison_slack.storage import Store

@@ -20,7 +20,7 @@ from maison_slack.slack.config import Settings
 from maison_slack.slack.notices import ACK_REACTION, QUEUED_REACTION, Notices
 from maison_slack.slack.owner import ThreadKey, ThreadOwner, Threads
 from maison_slack.slack.redact import Redactor
-from maison_slack.slack.reply import EditBudget
+from maison_slack.slack.budget import EditBudget
 from maison_slack.slack.runs import Prompt, Runner
 from maison_slack.slack.sandboxes import Sandboxes
 from maison_slack.slack.users import UserNames

@@ -13,7 +13,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from maison_slack.core.errors import MaisonError
 from maison_slack.slack.conversations import Conversations
-from maison_slack.slack.reply import EditBudget
+from maison_slack.slack.budget import EditBudget
 from maison_slack.slack.sandboxes import Sandboxes
 from maison_slack.storage import INTERRUPTED, QUEUED, RUNNING, Run, Store
 

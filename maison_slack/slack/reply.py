@@ -2,8 +2,8 @@
 
 Slack allows about 50 `chat.update` calls a minute for the whole app, shared by every thread,
 so edits are coalesced: a reply re-renders at most every `min_interval` seconds, each edit
-takes a token from the workspace-wide `EditBudget`, and only messages whose content changed
-are sent. The final render always lands (429s are retried by slack_sdk's own handler, after
+takes a token from the workspace-wide `EditBudget` (slack/budget.py: finals first, then text,
+least recently updated thread first), and only messages whose content changed are sent. The final render always lands (429s are retried by slack_sdk's own handler, after
 `Retry-After`). An answer longer than one message continues in further thread replies, up to
 `max_messages`; a longer one is cut there and attached whole as `answer.md` when the run ends.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -23,6 +22,7 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
+from maison_slack.slack.budget import EditBudget, Priority
 from maison_slack.slack.markdown import split_markdown
 from maison_slack.slack.markup import escape_mrkdwn, neutralize_broadcasts
 from maison_slack.slack.redact import Redactor
@@ -38,41 +38,6 @@ _ERROR_MAX = 1500
 MESSAGE_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed", "msg_too_long"})
 #: Errors that will not go away for this channel: stop posting there (the answer stays in SQLite).
 CHANNEL_GONE = frozenset({"channel_not_found", "is_archived", "not_in_channel", "channel_is_archived"})
-
-
-class EditBudget:
-    """The one gate every edit passes: a token bucket shared by all replies (`per_minute` edits,
-    bursts of up to `burst`), closed while Slack's `Retry-After` for `chat.update` runs.
-
-    slack_sdk's retry handler delays only the request that got the 429; without the pause,
-    the other replies' edits would keep hitting Slack inside the window.
-    """
-
-    def __init__(self, per_minute: int, burst: int = 5) -> None:
-        self._rate = per_minute / 60.0
-        self._capacity = float(burst)
-        self._tokens = float(burst)
-        self._updated = time.monotonic()
-        self._paused_until = 0.0
-        self._lock = asyncio.Lock()
-
-    def pause(self, seconds: float) -> None:
-        """No edit leaves before `seconds` from now (a 429's Retry-After)."""
-        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
-
-    async def acquire(self) -> None:
-        async with self._lock:  # first come, first served: no reply starves
-            while True:
-                now = time.monotonic()
-                if now < self._paused_until:
-                    await asyncio.sleep(self._paused_until - now)
-                    continue
-                self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
-                self._updated = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                    return
-                await asyncio.sleep((1 - self._tokens) / self._rate)
 
 
 class RateLimitHandler(AsyncRateLimitErrorRetryHandler):
@@ -125,6 +90,7 @@ class LiveReply:
         self._min_interval = min_interval
         self._max_messages = max_messages
         self._text = ""
+        self._synced_text = ""  # the answer text as of the last complete sync
         self._notice = ""
         self._status = ""
         self._running = True
@@ -272,13 +238,18 @@ class LiveReply:
         """Send what changed since the last sync: edits, then new continuation messages."""
         if self.channel_gone:
             return
+        # Answer text that changed since the last sync outranks a status-only change, which
+        # waits for a moment when the workspace's edit budget is not contended.
+        priority = Priority.FINAL if final else Priority.TEXT if self._text != self._synced_text else Priority.STATUS
         for index, (fallback, blocks) in enumerate(self._render()):
             payload = repr((fallback, blocks))
             if index < len(self._sent):
                 ts, previous = self._sent[index]
                 if payload == previous:
                     continue
-                await self._budget.acquire()
+                if not await self._budget.acquire((self.channel, self.thread_ts), priority):
+                    self._dirty.set()  # shown with the next text edit, or when the budget is free
+                    return
                 try:
                     await self._client.chat_update(channel=self.channel, ts=ts, text=fallback, blocks=blocks)
                 except SlackApiError as exc:
@@ -288,6 +259,7 @@ class LiveReply:
             else:
                 ts = await self._post(fallback, blocks)
             self._sent[index] = (ts, payload)
+        self._synced_text = self._text
 
     async def _post(self, fallback: str, blocks: list[dict[str, Any]]) -> str:
         """Post a continuation message exactly once: if we are cancelled while the post is in

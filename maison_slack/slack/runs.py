@@ -27,7 +27,8 @@ from maison_slack.slack.markup import tool_status
 from maison_slack.slack.notices import QUEUED_REACTION, Notices
 from maison_slack.slack.owner import ThreadOwner
 from maison_slack.slack.redact import Redactor
-from maison_slack.slack.reply import EditBudget, LiveReply
+from maison_slack.slack.budget import EditBudget
+from maison_slack.slack.reply import LiveReply
 from maison_slack.slack.sandboxes import Sandboxes
 from maison_slack.slack.users import UserNames
 from maison_slack.storage import DONE, FAILED, INTERRUPTED, STOPPED, Store

@@ -1,0 +1,101 @@
+"""The workspace-wide budget of message edits, shared fairly by every reply.
+
+Slack allows about 50 `chat.update` calls a minute for the whole app (../shared/reference/slack.md
+§6, §16), whatever the number of threads. First come, first served let whoever asked first
+take the budget: status-only edits ("Thinking…") went out while other threads' answers waited,
+and a run's final edit queued behind everyone's progress. So each edit asks with a priority and
+its thread, and the next token goes to:
+
+1. a run's final render (`FINAL`): it never loses its place;
+2. then answer text (`TEXT`), the thread updated least recently first, so every thread's text
+   moves at the same pace (a reply coalesces what piled up meanwhile into one edit);
+3. status-only changes (`STATUS`) only when nobody else waits: otherwise they are refused at
+   once, and the reply shows its latest status with its next text edit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import heapq
+import itertools
+import time
+from collections.abc import Hashable
+
+
+class Priority(enum.IntEnum):
+    FINAL = 0
+    TEXT = 1
+    STATUS = 2
+
+
+class EditBudget:
+    """A token bucket (`per_minute` edits, bursts of up to `burst`) with fair, prioritised grants,
+    closed while a `chat.update` 429's `Retry-After` runs.
+
+    slack_sdk's retry handler delays only the request that got the 429; `pause` keeps every
+    other reply's edits out of the window too.
+    """
+
+    def __init__(self, per_minute: int, burst: int = 5) -> None:
+        self._rate = per_minute / 60.0
+        self._capacity = float(burst)
+        self._tokens = float(burst)
+        self._updated = time.monotonic()
+        self._paused_until = 0.0
+        self._last_served: dict[Hashable, float] = {}
+        self._waiting: list[tuple[int, float, int]] = []  # heap of (priority, last served, ticket)
+        self._tickets = itertools.count()
+        self._changed = asyncio.Condition()
+
+    def pause(self, seconds: float) -> None:
+        """No edit leaves before `seconds` from now (a 429's Retry-After)."""
+        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+
+    async def acquire(self, thread: Hashable = None, priority: Priority = Priority.FINAL) -> bool:
+        """Wait for this edit's turn and take a token. A `STATUS` edit does not wait: it gets
+        False unless a token is free now and nobody else waits."""
+        if priority is Priority.STATUS:
+            if self._waiting or self._wait_time() > 0:
+                return False
+            self._take(thread)
+            return True
+        entry = (int(priority), self._last_served.get(thread, 0.0), next(self._tickets))
+        async with self._changed:
+            heapq.heappush(self._waiting, entry)
+            try:
+                while True:
+                    wait = self._wait_time()
+                    if self._waiting[0] == entry and wait <= 0:
+                        heapq.heappop(self._waiting)
+                        self._take(thread)
+                        self._changed.notify_all()  # the next in line becomes the head
+                        return True
+                    # The head sleeps until a token is due; the others until the head changes.
+                    timeout = wait if self._waiting[0] == entry else None
+                    try:
+                        await asyncio.wait_for(self._changed.wait(), timeout)
+                    except asyncio.TimeoutError:
+                        pass
+            except BaseException:
+                if entry in self._waiting:  # cancelled while waiting: leave the line
+                    self._waiting.remove(entry)
+                    heapq.heapify(self._waiting)
+                    self._changed.notify_all()
+                raise
+
+    def _wait_time(self) -> float:
+        """Seconds until the next token may leave (0 if one may leave now)."""
+        now = time.monotonic()
+        self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
+        self._updated = now
+        if now < self._paused_until:
+            return self._paused_until - now
+        return 0.0 if self._tokens >= 1 else (1 - self._tokens) / self._rate
+
+    def _take(self, thread: Hashable) -> None:
+        self._tokens -= 1
+        self._last_served[thread] = time.monotonic()
+        if len(self._last_served) > 10_000:  # threads come and go: forget the oldest
+            for old in sorted(self._last_served, key=self._last_served.__getitem__)[:5_000]:
+                del self._last_served[old]
