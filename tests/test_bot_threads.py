@@ -302,3 +302,19 @@ async def test_twenty_threads_at_once_all_answer_completely(bot):
     assert [m for m in bot.slack.rate_limited if not m.startswith("reactions.")] == []
     reactions = [c for c in bot.slack.calls if c.method == "reactions.add"]
     assert len(reactions) <= 20, len(reactions)
+
+
+async def test_a_burst_of_follow_ups_stays_within_the_reactions_budget(bot_env):
+    """30 follow-ups in a moment: each would get ⏳, but reactions.add (Tier 3) is budgeted, so
+    Slack never answers 429 and the calls beyond the budget are skipped, not queued."""
+    await bot_env.start(max_queued=40)
+    ts, _, _ = await hanging_run(bot_env, None, "a long job")
+    sent = [await bot_env.slack.post_message(BOB, CHANNEL, f"then {n}", thread_ts=ts) for n in range(30)]
+    await wait_run_states(bot_env, ts, ["running"] + ["queued"] * 30)
+    await asyncio.sleep(0.5)
+
+    adds = [c for c in bot_env.slack.calls if c.method == "reactions.add"]
+    assert "reactions.add" not in bot_env.slack.rate_limited
+    assert 1 < len(adds) <= 10, len(adds)  # the burst of 5, and the ~0.7 a second that follow
+    reacted = {c.args.get("timestamp") for c in adds}
+    assert reacted <= {ts, *sent} and len(reacted) == len(adds)  # at most one per message

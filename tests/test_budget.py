@@ -9,17 +9,17 @@ from __future__ import annotations
 import asyncio
 import time
 
-from maison_slack.slack.budget import EditBudget, Priority
+from maison_slack.slack.budget import MethodBudget, Priority
 
 
-async def drain_burst(budget: EditBudget) -> None:
+async def drain_burst(budget: MethodBudget) -> None:
     """Use up the initial burst, so the next grants are one token at a time."""
     for _ in range(5):
         assert await budget.acquire("warm-up", Priority.FINAL)
 
 
 async def test_finals_first_then_text_least_recently_served_first():
-    budget = EditBudget(per_minute=600, burst=5)
+    budget = MethodBudget(per_minute=600, burst=5)
     await budget.acquire("B", Priority.TEXT)  # B was served a moment ago, A never
     await drain_burst(budget)
     order: list[str] = []
@@ -38,7 +38,7 @@ async def test_finals_first_then_text_least_recently_served_first():
 
 
 async def test_a_status_only_edit_is_refused_while_others_wait_and_granted_when_free():
-    budget = EditBudget(per_minute=600, burst=5)
+    budget = MethodBudget(per_minute=600, burst=5)
     await drain_burst(budget)
     waiting = asyncio.create_task(budget.acquire("A", Priority.TEXT))
     await asyncio.sleep(0)
@@ -49,7 +49,7 @@ async def test_a_status_only_edit_is_refused_while_others_wait_and_granted_when_
 
 
 async def test_no_grant_inside_a_pause_and_a_cancelled_waiter_leaves_the_line():
-    budget = EditBudget(per_minute=600, burst=5)
+    budget = MethodBudget(per_minute=600, burst=5)
     budget.pause(0.3)
     started = time.monotonic()
     gone = asyncio.create_task(budget.acquire("A", Priority.FINAL))

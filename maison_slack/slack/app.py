@@ -24,7 +24,7 @@ from maison_slack.slack.config import ConfigError, Settings, load_settings
 from maison_slack.slack.conversations import Conversations
 from maison_slack.slack.reaper import Reaper
 from maison_slack.slack.recovery import Recovery
-from maison_slack.slack.budget import EditBudget
+from maison_slack.slack.budget import MethodBudget
 from maison_slack.slack.reply import RateLimitHandler
 from maison_slack.slack.sandboxes import Sandboxes
 from maison_slack.slack.users import UserNames
@@ -36,7 +36,7 @@ logger = logging.getLogger("maison_slack")
 class MaisonApp:
     """The running bot: Bolt app, Socket Mode connection, conversations and reaper."""
 
-    def __init__(self, settings: Settings, store: Store, client: AsyncWebClient, budget: EditBudget) -> None:
+    def __init__(self, settings: Settings, store: Store, client: AsyncWebClient, budget: MethodBudget) -> None:
         self.settings = settings
         self.store = store
         self.sandboxes = Sandboxes(settings)
@@ -59,7 +59,7 @@ class MaisonApp:
         """Open the database, keep the credentials in Daytona Secrets, recover from a restart,
         start the reaper, connect to Slack."""
         store = await Store.open(settings.db_path)
-        budget = EditBudget(settings.edits_per_minute)
+        budget = MethodBudget(settings.edits_per_minute)
         client = AsyncWebClient(
             token=settings.slack_bot_token,
             base_url=settings.slack_api_url,

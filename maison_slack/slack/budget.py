@@ -1,7 +1,7 @@
-"""The workspace-wide budget of message edits, shared fairly by every reply.
+"""The budget of one Slack Web API method, shared fairly by every thread.
 
 Slack allows about 50 `chat.update` calls a minute for the whole app (../shared/reference/slack.md
-§6, §16), whatever the number of threads. First come, first served let whoever asked first
+§6, §16), whatever the number of threads; `reactions.add` has a budget of its own. First come, first served let whoever asked first
 take the budget: status-only edits ("Thinking…") went out while other threads' answers waited,
 and a run's final edit queued behind everyone's progress. So each edit asks with a priority and
 its thread, and the next token goes to:
@@ -29,9 +29,9 @@ class Priority(enum.IntEnum):
     STATUS = 2
 
 
-class EditBudget:
-    """A token bucket (`per_minute` edits, bursts of up to `burst`) with fair, prioritised grants,
-    closed while a `chat.update` 429's `Retry-After` runs.
+class MethodBudget:
+    """A token bucket (`per_minute` calls, bursts of up to `burst`) with fair, prioritised grants,
+    closed while a 429's `Retry-After` runs.
 
     slack_sdk's retry handler delays only the request that got the 429; `pause` keeps every
     other reply's edits out of the window too.

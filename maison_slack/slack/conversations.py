@@ -20,7 +20,7 @@ from maison_slack.slack.config import Settings
 from maison_slack.slack.notices import ACK_REACTION, QUEUED_REACTION, Notices
 from maison_slack.slack.owner import ThreadKey, ThreadOwner, Threads
 from maison_slack.slack.redact import Redactor
-from maison_slack.slack.budget import EditBudget
+from maison_slack.slack.budget import MethodBudget
 from maison_slack.slack.runs import Prompt, Runner
 from maison_slack.slack.sandboxes import Sandboxes
 from maison_slack.slack.users import UserNames
@@ -33,7 +33,7 @@ class Conversations:
     """Runs prompts in their thread's sandbox and streams the answers into Slack."""
 
     def __init__(self, *, settings: Settings, store: Store, client: AsyncWebClient, sandboxes: Sandboxes,
-                 users: UserNames, budget: EditBudget) -> None:
+                 users: UserNames, budget: MethodBudget) -> None:
         self._settings = settings
         self._store = store
         self._sandboxes = sandboxes

@@ -11,6 +11,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from maison_slack.slack.markup import neutralize_broadcasts
+from maison_slack.slack.budget import MethodBudget, Priority
 from maison_slack.slack.redact import Redactor
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,10 @@ class Notices:
     def __init__(self, client: AsyncWebClient, redactor: Redactor) -> None:
         self._client = client
         self._redactor = redactor
+        # Slack's tiers per workspace (../shared/reference/slack.md §16), with headroom:
+        # reactions.add is Tier 3 (50+ a minute), reactions.remove Tier 2 (20+).
+        self._adds = MethodBudget(per_minute=40)
+        self._removes = MethodBudget(per_minute=15)
         self._tasks: set[asyncio.Future[None]] = set()
 
     async def say(self, key: ThreadKey, text: str) -> None:
@@ -39,11 +44,16 @@ class Notices:
         await self._client.chat_postMessage(channel=key[0], thread_ts=key[1], text=text)
 
     async def react(self, channel: str, ts: str, name: str) -> None:
-        """Decoration: a refused or rate-limited reaction is not worth a retry or an error."""
+        """Decoration: skipped when the reactions budget is spent (a burst of follow-ups), and a
+        refused or rate-limited reaction is not worth a retry or an error."""
+        if not await self._adds.acquire(channel, Priority.STATUS):
+            return
         with contextlib.suppress(SlackApiError):
             await self._client.reactions_add(channel=channel, timestamp=ts, name=name)
 
     async def unreact(self, channel: str, ts: str, name: str) -> None:
+        if not await self._removes.acquire(channel, Priority.STATUS):
+            return
         with contextlib.suppress(SlackApiError):
             await self._client.reactions_remove(channel=channel, timestamp=ts, name=name)
 

@@ -13,7 +13,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from maison_slack.core.errors import MaisonError
 from maison_slack.slack.conversations import Conversations
-from maison_slack.slack.budget import EditBudget
+from maison_slack.slack.budget import MethodBudget
 from maison_slack.slack.sandboxes import Sandboxes
 from maison_slack.storage import INTERRUPTED, QUEUED, RUNNING, Run, Store
 
@@ -25,7 +25,7 @@ INTERRUPTED_NOTICE = (":warning: Interrupted: the bot restarted before this run 
 
 class Recovery:
     def __init__(self, *, store: Store, client: AsyncWebClient, sandboxes: Sandboxes, conversations: Conversations,
-                 budget: EditBudget) -> None:
+                 budget: MethodBudget) -> None:
         self._store = store
         self._client = client
         self._sandboxes = sandboxes

@@ -2,7 +2,7 @@
 
 Slack allows about 50 `chat.update` calls a minute for the whole app, shared by every thread,
 so edits are coalesced: a reply re-renders at most every `min_interval` seconds, each edit
-takes a token from the workspace-wide `EditBudget` (slack/budget.py: finals first, then text,
+takes a token from the workspace-wide `MethodBudget` (slack/budget.py: finals first, then text,
 least recently updated thread first), and only messages whose content changed are sent. The final render always lands (429s are retried by slack_sdk's own handler, after
 `Retry-After`). An answer longer than one message continues in further thread replies, up to
 `max_messages`; a longer one is cut there and attached whole as `answer.md` when the run ends.
@@ -22,7 +22,7 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
-from maison_slack.slack.budget import EditBudget, Priority
+from maison_slack.slack.budget import MethodBudget, Priority
 from maison_slack.slack.markdown import split_markdown
 from maison_slack.slack.markup import escape_mrkdwn, neutralize_broadcasts
 from maison_slack.slack.redact import Redactor
@@ -42,10 +42,10 @@ CHANNEL_GONE = frozenset({"channel_not_found", "is_archived", "not_in_channel", 
 
 class RateLimitHandler(AsyncRateLimitErrorRetryHandler):
     """slack_sdk's 429 retry after `Retry-After`, with two exceptions: a `chat.update` 429 also
-    closes the `EditBudget` for every reply, and a reaction is skipped, never retried (👀 and ⏳
+    closes the `MethodBudget` for every reply, and a reaction is skipped, never retried (👀 and ⏳
     are decoration: retrying them in a burst is a 429 storm that helps nobody)."""
 
-    def __init__(self, budget: EditBudget, max_retry_count: int = 5) -> None:
+    def __init__(self, budget: MethodBudget, max_retry_count: int = 5) -> None:
         super().__init__(max_retry_count=max_retry_count)
         self._budget = budget
 
@@ -80,7 +80,7 @@ class LiveReply:
     """The messages that show one run. Call `start()`, then `append`/`set_status`, then `finish()`."""
 
     def __init__(self, client: AsyncWebClient, channel: str, thread_ts: str, *, run_id: int,
-                 budget: EditBudget, redactor: Redactor, min_interval: float = 1.5, max_messages: int = 8) -> None:
+                 budget: MethodBudget, redactor: Redactor, min_interval: float = 1.5, max_messages: int = 8) -> None:
         self._client = client
         self.channel = channel
         self.thread_ts = thread_ts

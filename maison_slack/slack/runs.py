@@ -27,7 +27,7 @@ from maison_slack.slack.markup import tool_status
 from maison_slack.slack.notices import QUEUED_REACTION, Notices
 from maison_slack.slack.owner import ThreadOwner
 from maison_slack.slack.redact import Redactor
-from maison_slack.slack.budget import EditBudget
+from maison_slack.slack.budget import MethodBudget
 from maison_slack.slack.reply import LiveReply
 from maison_slack.slack.sandboxes import Sandboxes
 from maison_slack.slack.users import UserNames
@@ -96,7 +96,7 @@ class Runner:
     """Runs prompts: sandbox → Claude Code stream → live reply → SQLite."""
 
     def __init__(self, *, settings: Settings, store: Store, client: AsyncWebClient, sandboxes: Sandboxes,
-                 users: UserNames, budget: EditBudget, redactor: Redactor, notices: Notices,
+                 users: UserNames, budget: MethodBudget, redactor: Redactor, notices: Notices,
                  attachments: Attachments) -> None:
         self._settings = settings
         self._store = store
