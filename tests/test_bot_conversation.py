@@ -140,12 +140,29 @@ async def test_tool_status_and_fallback_text_cannot_ping_the_channel(bot):
     ts = await bot.slack.mention(ALICE, CHANNEL, mention_text(bot.slack, "note it"))
     (reply,) = await wait_settled(bot, ts)
     statuses = [context(v) for v in versions(reply)]
-    assert "Running `echo '&lt;!channel&gt; a&amp;b' &gt; note.txt; sleep 1`" in statuses
+    assert "⏳ Running `echo '&lt;!channel&gt; a&amp;b' &gt; note.txt; sleep 1`" in statuses
     assert not any("<!" in s for s in statuses)
     # The notification text (mrkdwn) shows no broadcast either.
     assert all("<!" not in v["text"] for v in versions(reply))
     assert "Done: @here is escaped too." in reply.text
     assert markdown(reply).endswith("Done: @here is escaped too.")  # no broadcast in the markdown block either
+
+
+async def test_tool_calls_show_as_a_task_list_that_completes_or_fails(bot):
+    """Under the text: each tool call with ⏳ while it runs, then ✓ or ✗ (not only the last one)."""
+    bot.anthropic.responder = scripted(
+        Turn([Text("Checking."), ToolUse("Bash", {"command": "echo fine > ok.txt; sleep 1"})]),
+        Turn([ToolUse("Bash", {"command": "cat missing-file.txt"})]),
+        Turn([Text("One worked, one did not.")]),
+    )
+    ts = await bot.slack.mention(ALICE, CHANNEL, mention_text(bot.slack, "try two commands"))
+    (reply,) = await wait_settled(bot, ts)
+    shown = [context(v) for v in versions(reply)]
+    assert any("⏳ Running `echo fine &gt; ok.txt; sleep 1`" in s for s in shown), shown
+    final = context(reply)
+    assert "✓ Running `echo fine &gt; ok.txt; sleep 1`" in final, final
+    assert "✗ Running `cat missing-file.txt`" in final, final
+    assert markdown(reply).endswith("One worked, one did not.")
 
 
 # -- 2. a thread is one conversation in one sandbox ------------------------------------------

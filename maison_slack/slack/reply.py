@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -65,6 +66,18 @@ class RateLimitHandler(AsyncRateLimitErrorRetryHandler):
         await super().prepare_for_next_attempt_async(state=state, request=request, response=response, error=error)
 
 
+#: Tool calls shown in a reply's task list (the last ones); a context element holds 3,000 characters.
+_SHOWN_TASKS = 6
+
+
+@dataclass
+class Task:
+    """One tool call of the run, as the reply's task list shows it."""
+
+    line: str
+    state: str = "running"  # running, done or failed
+
+
 def _stop_button(run_id: int) -> dict[str, Any]:
     return {
         "type": "actions",
@@ -93,6 +106,7 @@ class LiveReply:
         self._synced_text = ""  # the answer text as of the last complete sync
         self._notice = ""
         self._status = ""
+        self._tasks: dict[str, Task] = {}  # tool calls by id, in the order they began
         self._running = True
         self._sent: list[tuple[str, str]] = []  # (ts, rendered payload) per message
         self._dirty = asyncio.Event()
@@ -133,6 +147,27 @@ class LiveReply:
         if status != self._status:
             self._status = status
             self._dirty.set()
+
+    def start_task(self, task_id: str, line: str) -> None:
+        """A tool call began: shown as "⏳ <line>" in the reply's task list."""
+        self._tasks[task_id] = Task(line)
+        self._dirty.set()
+
+    def end_task(self, task_id: str, *, ok: bool) -> None:
+        """A tool call ended: "✓" or "✗" in the task list."""
+        task = self._tasks.get(task_id)
+        if task is not None and task.state == "running":
+            task.state = "done" if ok else "failed"
+            self._dirty.set()
+
+    def _task_list(self) -> str:
+        """The last tool calls with their states; calls still running when the run ended failed."""
+        icons = {"running": "⏳" if self._running else "✗", "done": "✓", "failed": "✗"}
+        tasks = list(self._tasks.values())
+        lines = [f"{icons[t.state]} {self._redactor.redact(t.line)}" for t in tasks[-_SHOWN_TASKS:]]
+        if len(tasks) > _SHOWN_TASKS:
+            lines.insert(0, f"_… {len(tasks) - _SHOWN_TASKS} earlier_")
+        return "\n".join(lines)
 
     async def finish(self, footer: str, *, error: str | None = None) -> None:
         """Render the final state (answer, error, footer; no Stop button). Always lands."""
@@ -221,12 +256,13 @@ class LiveReply:
             more = "attached below as `answer.md`" if not self._running else "will be attached as `answer.md`"
             pieces[-1] += f"\n\n_… the answer goes on: it is too long for Slack, the full text {more}._"
         status = self._redactor.redact(self._status)
+        context = [{"type": "mrkdwn", "text": text} for text in (self._task_list(), status) if text]
         rendered = []
         for index, piece in enumerate(pieces):
             blocks: list[dict[str, Any]] = [{"type": "markdown", "text": piece}] if piece.strip() else []
             last = index == len(pieces) - 1
-            if last and status:
-                blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": status}]})
+            if last and context:
+                blocks.append({"type": "context", "elements": context})
             if last and self._running:
                 blocks.append(_stop_button(self._run_id))
             # `text` is mrkdwn (notifications): Claude's "<!channel>" must not ping anyone.

@@ -175,10 +175,15 @@ class Runner:
                 if event.type == "text":
                     reply.append(event.content)
                     reply.set_status("Writing…")
-                elif event.type in ("thinking", "tool_result"):
+                elif event.type == "thinking":
                     reply.set_status("Thinking…")
                 elif event.type == "tool_use":
-                    reply.set_status(tool_status(event.content, event.data.get("input") or {}, self._redactor.redact))
+                    line = tool_status(event.content, event.data.get("input") or {}, self._redactor.redact)
+                    reply.start_task(str(event.data.get("id")), line)
+                    reply.set_status("")  # the running task says what Claude does
+                elif event.type == "tool_result":
+                    reply.end_task(str(event.data.get("tool_use_id")), ok=not event.data.get("is_error"))
+                    reply.set_status("Thinking…")
                 elif event.type == "result":
                     result = event
         finally:
