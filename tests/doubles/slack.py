@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import copy
 import inspect
 import json
@@ -35,23 +36,38 @@ import mimetypes
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import pytest_asyncio
 from aiohttp import WSMsgType, web
+
+from tests.doubles.slack_streaming import (  # chat.*Stream, setStatus lifecycle, feedback row
+    STATUS_EXPIRY,
+    STREAM_EXPIRY,
+    STREAM_RATE_LIMITS,
+    StreamingMixin,
+    StreamState,
+    card_text,
+    context_actions_errors,
+)
 
 __all__ = [
     "Ack",
     "ApiCall",
     "Envelope",
     "Ephemeral",
+    "Finding",
     "Message",
     "ResponseUrlPost",
     "SlackDouble",
     "ThreadStatus",
+    "Upload",
+    "broadcasts_in",
+    "secret_forms",
     "slack_double",
 ]
 
@@ -98,7 +114,7 @@ DEFAULT_RATE_LIMITS: dict[str, int] = {
     "users.info": TIER_4,
     "files.getUploadURLExternal": TIER_4,
     "files.completeUploadExternal": TIER_4,
-    "assistant.threads.setStatus": 600,  # special, generous
+    "assistant.threads.setStatus": 600,  # special; STREAM_RATE_LIMITS makes it 60/min per thread
 }
 
 _KNOWN_MESSAGE_BLOCKS = {
@@ -143,6 +159,8 @@ class Message:
     #: (time.monotonic(), visible text) of the post and of every edit, oldest first: what a user
     #: saw and when, so tests can measure time to first text and the gaps between updates.
     versions: list[tuple[float, str]] = field(default_factory=list)
+    #: Set on a ``chat.startStream`` message: its streaming state (``slack_streaming.py``).
+    stream: StreamState | None = None
 
     @property
     def is_reply(self) -> bool:
@@ -264,6 +282,16 @@ class _StoredFile:
     meta: dict[str, Any]
     content: bytes | None = None
     expected_length: int | None = None
+
+
+@dataclass
+class Upload:
+    """One body the app POSTed to a files v2 upload target (``files.getUploadURLExternal``)."""
+
+    file_id: str
+    filename: str
+    data: bytes
+    time: float
 
 
 @dataclass
@@ -487,6 +515,8 @@ def _block_errors(blocks: list[Any]) -> list[str]:
         elif kind == "rich_text":
             if not isinstance(block.get("elements"), list):
                 errors.append(f"must provide an array [json-pointer:{ptr}/elements]")
+        elif kind == "context_actions":  # the feedback row (slack_streaming.py)
+            errors += context_actions_errors(block, ptr, action_ids)
     return errors
 
 
@@ -574,15 +604,202 @@ def visible_text(msg: Message | Ephemeral) -> str:
             parts += [e.get("text", "") for e in block.get("elements", []) if "text" in e]
         elif kind == "rich_text":
             parts.append(_rich_text_plain(block.get("elements", [])))
+        elif kind in ("task_card", "plan"):  # streamed task/plan cards (slack_streaming.py)
+            parts.append(card_text(block))
     if parts:
         return "\n".join(parts)
     return msg.text
 
 
 # --------------------------------------------------------------------------------------
+# Scanning what the app sent: secrets (in their usual encodings) and broadcast mentions
+# --------------------------------------------------------------------------------------
+@dataclass
+class Finding:
+    """A secret, or a broadcast mention, found in something the app sent to Slack.
+
+    ``secret`` is the name the test gave the secret (never its value); ``form`` says how it was
+    written (``raw``, ``mrkdwn``, ``hex``, ``HEX``, ``url``, ``url+``, ``json``, ``base64@1``,
+    ``base64url@2``, ``utf-16``, ``fragment``; ``+wrapped`` when it only shows once whitespace
+    is taken out, as in ``base64`` or ``xxd -p`` output cut into lines); ``where`` names the
+    payload (``chat.update#12 blocks[0].text``, ``upload F0123 answer.md``, ``response_url#2 text``,
+    ``ack <envelope> text``); ``excerpt`` is the text around it with the secret itself masked.
+    """
+
+    secret: str
+    form: str
+    where: str
+    excerpt: str
+
+
+def _base64_cores(data: bytes) -> dict[str, str]:
+    """The characters of base64 (and base64url) that hold only ``data``'s bits, for ``data`` at
+    each of the three offsets it can have in a longer encoded stream."""
+    cores: dict[str, str] = {}
+    for offset in range(3):
+        encoded = base64.b64encode(bytes(offset) + data).decode("ascii")
+        first = -(-offset * 8 // 6)  # characters before hold bits of the bytes before
+        last = (offset + len(data)) * 8 // 6  # characters from here on hold bits of the bytes after
+        core = encoded[first:last]
+        cores[f"base64@{offset}"] = core
+        cores[f"base64url@{offset}"] = core.translate(str.maketrans("+/", "-_"))
+    return cores
+
+
+def secret_forms(value: str) -> dict[str, str]:
+    """The ways ``value`` may be written in text the app sends: as is, escaped for mrkdwn, in
+    JSON, hex (lower and upper case), URL-encoded, and base64/base64url at any offset.
+    Form name -> text; a text that two forms share is kept under the first name."""
+    raw = value.encode("utf-8")
+    hexed = binascii.hexlify(raw).decode("ascii")
+    candidates = {
+        "raw": value,
+        "mrkdwn": value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"),
+        "json": json.dumps(value)[1:-1],
+        "hex": hexed,
+        "HEX": hexed.upper(),
+        "url": quote(value, safe=""),
+        "url/": quote(value),
+        "url+": quote_plus(value, safe=""),
+        **_base64_cores(raw),
+    }
+    forms: dict[str, str] = {}
+    for name, text in candidates.items():
+        if text and text not in forms.values():
+            forms[name] = text
+    return forms
+
+
+_WHITESPACE = re.compile(r"\s+")
+_WHITESPACE_BYTES = re.compile(rb"\s+")
+
+
+def _excerpt(text: str, start: int, end: int, width: int = 30) -> str:
+    return (text[max(0, start - width) : start] + "«SECRET»" + text[end : end + width]).replace("\n", "⏎")
+
+
+def _scan_text(text: str, secrets: Mapping[str, dict[str, str]], where: str,
+               fragments: Mapping[str, list[str]]) -> list[Finding]:
+    found: list[Finding] = []
+    compact = _WHITESPACE.sub("", text)
+    for name, forms in secrets.items():
+        hit = False
+        for form, pattern in forms.items():
+            pos = text.find(pattern)
+            if pos != -1:
+                found.append(Finding(name, form, where, _excerpt(text, pos, pos + len(pattern))))
+                hit = True
+                break
+            pos = compact.find(pattern) if compact is not text else -1
+            if pos != -1:
+                found.append(Finding(name, form + "+wrapped", where, _excerpt(compact, pos, pos + len(pattern))))
+                hit = True
+                break
+        if not hit:
+            for piece in fragments.get(name, ()):
+                pos = text.find(piece)
+                if pos != -1:
+                    found.append(Finding(name, "fragment", where, _excerpt(text, pos, pos + len(piece))))
+                    break
+    return found
+
+
+def _scan_bytes(data: bytes, secrets: Mapping[str, dict[str, str]], where: str,
+                fragments: Mapping[str, list[str]]) -> list[Finding]:
+    """Bytes in any encoding: each form's UTF-8 bytes, and the raw value in UTF-16 (either byte
+    order: the value's interior, zero bytes included, is the same in both)."""
+    found: list[Finding] = []
+    compact = _WHITESPACE_BYTES.sub(b"", data)
+    for name, forms in secrets.items():
+        patterns = {form: text.encode("utf-8") for form, text in forms.items()}
+        patterns["utf-16"] = forms["raw"].encode("utf-16-le")[:-1]
+        hit = next(((form, data.find(p), p) for form, p in patterns.items() if data.find(p) != -1), None)
+        suffix = ""
+        if hit is None:
+            hit = next(((form, compact.find(p), p) for form, p in patterns.items() if compact.find(p) != -1), None)
+            suffix = "+wrapped"
+            data_seen = compact
+        else:
+            data_seen = data
+        if hit is not None:
+            form, pos, pattern = hit
+            text = data_seen.decode("latin-1")
+            found.append(Finding(name, form + suffix, where, _excerpt(text, pos, pos + len(pattern))))
+            continue
+        for piece in fragments.get(name, ()):
+            pos = data.find(piece.encode("utf-8"))
+            if pos != -1:
+                found.append(Finding(name, "fragment", where,
+                                     _excerpt(data.decode("latin-1"), pos, pos + len(piece))))
+                break
+    return found
+
+
+def _leaves(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """(path, string) of every string in a JSON-like value, keys included."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield f"{path}.{key}" if path else str(key), str(key)
+            yield from _leaves(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _leaves(item, f"{path}[{index}]")
+    elif isinstance(value, (bytes, bytearray)):
+        yield path, bytes(value).decode("utf-8", "replace")
+    elif value is not None and not isinstance(value, (bool, int, float)):
+        yield path, str(value)
+
+
+#: A broadcast or user-group mention as Slack reads it in mrkdwn: ``<!here>``, ``<!channel>``,
+#: ``<!everyone>``, legacy ``<!group>``, with an optional ``|label``, or ``<!subteam^S…>``.
+BROADCAST = re.compile(r"<!(?:here|channel|everyone|group)(?:\|[^<>]*)?>|<!subteam\^[^<>]*>")
+_BARE_BROADCAST = re.compile(r"(?<![\w@])@(?:here|channel|everyone)\b")
+#: Keys whose strings Slack renders as message text (mrkdwn or markdown): where a mention pings.
+_TEXT_KEYS = frozenset({"text", "markdown_text", "initial_comment", "pretext", "fallback"})
+
+
+def _broadcasts_in_value(value: Any, where: str, link_names: bool) -> list[Finding]:
+    found: list[Finding] = []
+
+    def walk(item: Any, path: str, key: str | None) -> None:
+        if isinstance(item, dict):
+            if item.get("type") in ("broadcast", "usergroup"):  # rich_text elements that notify
+                found.append(Finding("broadcast", f"rich_text {item.get('type')}", f"{where} {path}",
+                                     json.dumps(item)[:80]))
+            for k, v in item.items():
+                walk(v, f"{path}.{k}" if path else str(k), str(k))
+        elif isinstance(item, (list, tuple)):
+            for index, v in enumerate(item):
+                walk(v, f"{path}[{index}]", key)
+        elif isinstance(item, str) and key in _TEXT_KEYS:
+            for match in BROADCAST.finditer(item):
+                found.append(Finding("broadcast", match.group(0), f"{where} {path}",
+                                     item[max(0, match.start() - 30) : match.end() + 30].replace("\n", "⏎")))
+            if link_names:
+                for match in _BARE_BROADCAST.finditer(item):
+                    found.append(Finding("broadcast", f"link_names {match.group(0)}", f"{where} {path}",
+                                         item[max(0, match.start() - 30) : match.end() + 30].replace("\n", "⏎")))
+
+    walk(value, "", None)
+    return found
+
+
+def broadcasts_in(payload: Any, where: str = "") -> list[Finding]:
+    """Broadcast and user-group mentions that would notify in one message payload (the app's
+    arguments, an ack or response_url body): markup in text fields, rich_text broadcast and
+    usergroup elements, and bare ``@channel`` when the payload asks for ``link_names``/``parse=full``."""
+    link_names = False
+    if isinstance(payload, dict):
+        link_names = str(payload.get("link_names", "")).lower() in ("1", "true") or payload.get("parse") == "full"
+    return _broadcasts_in_value(payload, where, link_names)
+
+
+# --------------------------------------------------------------------------------------
 # The double
 # --------------------------------------------------------------------------------------
-class SlackDouble:
+class SlackDouble(StreamingMixin):
     """Slack Web API + Socket Mode on one loopback port, with a message store.
 
     Args:
@@ -594,6 +811,8 @@ class SlackDouble:
         burst: bucket capacity: how many calls of one method may go through back to back
             (methods allowed >= 100/min get at least a tenth of their per-minute rate).
         slash_ack_deadline: an ack for a slash command later than this is ignored (Slack: 3 s).
+        stream_expiry, stream_idle_expiry, status_expiry: lifetimes of a ``chat.startStream``
+            stream (Slack: ≈300 s) and of a thread status (Slack: 120 s); see ``StreamingMixin``.
     """
 
     bot_token = "xoxb-test-token"
@@ -612,9 +831,12 @@ class SlackDouble:
         rate_limits: dict[str, int] | None = None,
         burst: int = 5,
         slash_ack_deadline: float = SLASH_ACK_DEADLINE,
+        stream_expiry: float = STREAM_EXPIRY,
+        stream_idle_expiry: float | None = None,
+        status_expiry: float = STATUS_EXPIRY,
     ) -> None:
         self.redelivery_timeout = redelivery_timeout
-        self.rate_limits = {**DEFAULT_RATE_LIMITS, **(rate_limits or {})}
+        self.rate_limits = {**DEFAULT_RATE_LIMITS, **STREAM_RATE_LIMITS, **(rate_limits or {})}
         self.burst = burst
         self.slash_ack_deadline = slash_ack_deadline
 
@@ -639,6 +861,9 @@ class SlackDouble:
         self._ephemerals: list[Ephemeral] = []
         self._files: dict[str, _StoredFile] = {}
         self._uploads: dict[str, str] = {}  # upload id -> file id
+        #: Every body the app sent to an upload target, in order, whatever the answer was.
+        self.uploads_received: list[Upload] = []
+        self._url_names: dict[str, str] = {}  # file id -> the name its links carry (add_hosted_file)
         self._hooks: dict[str, _Hook] = {}
         self._tickets: dict[str, bool] = {}  # ticket -> used
         self._connections: list[_Connection] = []
@@ -668,6 +893,9 @@ class SlackDouble:
             "files.completeUploadExternal": self._files_complete_upload,
             "assistant.threads.setStatus": self._assistant_set_status,
         }
+        self._init_streaming(
+            stream_expiry=stream_expiry, stream_idle_expiry=stream_idle_expiry, status_expiry=status_expiry
+        )
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> SlackDouble:
@@ -833,6 +1061,64 @@ class SlackDouble:
     def file_content(self, file_id: str) -> bytes | None:
         stored = self._files.get(file_id)
         return stored.content if stored else None
+
+    # ---------------------------------------------------------------- what the app sent, scanned
+    def bot_payloads(self) -> Iterator[tuple[str, Any]]:
+        """(where, payload) of everything the app sent Slack as a message or a call: the
+        arguments of every Web API call (answered, refused or rate-limited alike), every ack
+        payload and every response_url body. Uploaded file bodies are in ``bot_uploads``."""
+        for number, call in enumerate(list(self.calls)):
+            yield f"{call.method}#{number}", call.args
+        for envelope_id, ack in list(self.acks.items()):
+            if ack.payload:
+                yield f"ack {envelope_id}", ack.payload
+        for number, post in enumerate(list(self.responses)):
+            yield f"response_url#{number}", post.payload
+
+    def bot_uploads(self) -> Iterator[tuple[str, bytes]]:
+        """(where, bytes) of every file body the app uploaded."""
+        for upload in list(self.uploads_received):
+            yield f"upload {upload.file_id} {upload.filename}", upload.data
+
+    def scan_for(self, secrets: Mapping[str, str] | Iterable[str], *, fragment: int | None = None) -> list[Finding]:
+        """Every secret found in anything the app sent to Slack, in any of its usual forms
+        (``secret_forms``; also with whitespace taken out, as wrapped ``base64``/``xxd -p``
+        output shows them; and UTF-16 in uploads).
+
+        ``secrets`` maps a name to a value (or is a list of values, named ``secret#N``). With
+        ``fragment``, any ``fragment`` consecutive characters of a value count too (a secret cut
+        in two by truncation still shows its half). Findings name the secret, not its value.
+        """
+        named = dict(secrets) if isinstance(secrets, Mapping) else {f"secret#{n}": v for n, v in enumerate(secrets)}
+        named = {name: value for name, value in named.items() if value}
+        forms = {name: secret_forms(value) for name, value in named.items()}
+        fragments = {name: [value[i : i + fragment] for i in range(len(value) - fragment + 1)]
+                     for name, value in named.items()} if fragment else {}
+        found: list[Finding] = []
+        for where, payload in self.bot_payloads():
+            for path, text in _leaves(payload):
+                found += _scan_text(text, forms, f"{where} {path}", fragments)
+        for where, data in self.bot_uploads():
+            found += _scan_bytes(data, forms, where, fragments)
+        return found
+
+    def broadcast_pings(self) -> list[Finding]:
+        """Every broadcast or user-group mention that would notify, in anything the app sent
+        (see ``broadcasts_in``)."""
+        found: list[Finding] = []
+        for where, payload in self.bot_payloads():
+            found += broadcasts_in(payload, where)
+        return found
+
+    def scanned(self) -> dict[str, int]:
+        """How much ``scan_for`` / ``broadcast_pings`` look at: payloads, uploads and their bytes."""
+        payloads = list(self.bot_payloads())
+        return {
+            "payloads": len(payloads),
+            "payload_chars": sum(len(text) for _, payload in payloads for _, text in _leaves(payload)),
+            "uploads": len(self.uploads_received),
+            "upload_bytes": sum(len(u.data) for u in self.uploads_received),
+        }
 
     def message_dict(self, msg: Message) -> dict[str, Any]:
         """The message as the Web API returns it (conversations.*, chat.* ``message``)."""
@@ -1047,6 +1333,8 @@ class SlackDouble:
         key = method
         if method == "chat.postMessage":
             key = f"{method}:{args.get('channel')}"
+        elif method == "assistant.threads.setStatus":  # special: per thread (reference §15, §16)
+            key = f"{method}:{args.get('channel_id')}:{args.get('thread_ts')}"
         bucket = self._buckets.get(key)
         if bucket is None:
             # generous methods (>= 100/min) tolerate bigger bursts than `burst`
@@ -1155,6 +1443,7 @@ class SlackDouble:
         # Slack echoes the bot's own post to the app (message.* subscriptions), after the
         # API response; Bolt's IgnoringSelfEvents must ack and drop it.
         self._spawn(self._deliver_later(self._message_event(msg)))
+        self._bot_posted(channel, thread_ts)  # a reply clears the thread status (reference §15)
         return msg
 
     async def _deliver_later(self, event: dict[str, Any]) -> None:
@@ -1440,6 +1729,19 @@ class SlackDouble:
         self._files[file_id] = _StoredFile(meta, content)
         return copy.deepcopy(meta)
 
+    def add_hosted_file(self, name: str, content: bytes, user: str = "U0ALICE") -> dict[str, Any]:
+        """``add_file`` for any name (``/``, ``?``, ``#``, braces, control characters…): the links
+        carry a slug of it instead, as Slack's links do (``my report.txt`` → ``my_report.txt``),
+        while ``name`` stays as given. Downloads of these links serve the file."""
+        meta = self.add_file(name, content, user)
+        key = f"{self.team_id}-{meta['id']}"
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:80] or "file"
+        self._url_names[meta["id"]] = slug
+        for stored in (meta, self._files[meta["id"]].meta):
+            stored["url_private"] = f"{self.base_url}/files-pri/{key}/{slug}"
+            stored["url_private_download"] = f"{self.base_url}/files-pri/{key}/download/{slug}"
+        return meta
+
     async def _files_get_upload_url(self, args: dict[str, Any], token: str) -> dict[str, Any]:
         filename = _arg_str(args, "filename")
         length = _arg_str(args, "length")
@@ -1463,6 +1765,7 @@ class SlackDouble:
         else:
             data = await request.read()
         stored = self._files[file_id]
+        self.uploads_received.append(Upload(file_id, stored.meta["name"], data, time.monotonic()))
         upload = {"upload_id": request.match_info["upload_id"], "file_id": file_id,
                   "filename": stored.meta["name"]}  # fmt: skip
         fault = self._take_fault("upload", upload)
@@ -1521,7 +1824,8 @@ class SlackDouble:
         key = request.match_info["file_key"]
         file_id = key.split("-", 1)[-1]
         stored = self._files.get(file_id)
-        if stored is None or stored.content is None or stored.meta["name"] != request.match_info["name"]:
+        names = (stored.meta["name"], self._url_names.get(file_id)) if stored is not None else ()
+        if stored is None or stored.content is None or request.match_info["name"] not in names:
             return web.Response(status=404, text="file not found", content_type="text/plain")
         return web.Response(body=stored.content, content_type=stored.meta["mimetype"])
 
@@ -1536,6 +1840,7 @@ class SlackDouble:
         if not thread_ts or status is None:
             raise _Fail("invalid_arguments")
         loading = _arg_json(args, "loading_messages", "invalid_arguments")
+        self._status_update(channel, thread_ts, str(status), loading)  # checks + lifecycle
         self.statuses.append(
             ThreadStatus(channel, thread_ts, str(status), loading, time.monotonic())
         )
@@ -1979,6 +2284,11 @@ class SlackDouble:
                     action["block_id"] = block.get("block_id", "")
         if value is not None:
             action["value"] = value
+        return await self._send_block_action(user, channel, message_ts, thread_ts, message, action)
+
+    async def _send_block_action(self, user: str, channel: str, message_ts: str, thread_ts: str | None,
+                                 message: dict[str, Any], action: dict[str, Any]) -> str:
+        """The ``block_actions`` interactive envelope of one click on an element of a message."""
         action["action_ts"] = f"{time.time():.6f}"
         container: dict[str, Any] = {"type": "message", "message_ts": message_ts,
                                      "channel_id": channel, "is_ephemeral": False}  # fmt: skip
