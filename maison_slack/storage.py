@@ -64,6 +64,16 @@ MIGRATIONS: Sequence[str] = (
     ALTER TABLE runs ADD COLUMN files TEXT NOT NULL DEFAULT '[]';
     ALTER TABLE runs ADD COLUMN answer TEXT;
     """,
+    # 3: what people thought of an answer (the feedback buttons), one vote per person per run
+    """
+    CREATE TABLE feedback (
+        run_id INTEGER NOT NULL REFERENCES runs (id),
+        user_id TEXT NOT NULL,
+        value TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (run_id, user_id)
+    );
+    """,
 )
 
 #: Adds a user to a thread's participants in one statement: two people writing at once must not
@@ -298,6 +308,18 @@ class Store:
     async def live_runs(self) -> list[Run]:
         async with self._db.execute("SELECT * FROM runs WHERE state IN (?, ?) ORDER BY id", LIVE_STATES) as cursor:
             return [self._run(row) for row in await cursor.fetchall()]
+
+    # -- feedback --------------------------------------------------------------------------
+
+    async def record_feedback(self, run_id: int, user_id: str, value: str) -> None:
+        """A person's vote on a run's answer; a second click replaces their first."""
+        await self._write("INSERT OR REPLACE INTO feedback (run_id, user_id, value, created_at) VALUES (?, ?, ?, ?)",
+                          (run_id, user_id, value, time.time()))
+
+    async def feedback(self, run_id: int) -> dict[str, str]:
+        """Votes on a run's answer, by user id."""
+        async with self._db.execute("SELECT user_id, value FROM feedback WHERE run_id = ?", (run_id,)) as cursor:
+            return {row["user_id"]: row["value"] for row in await cursor.fetchall()}
 
     @staticmethod
     def _run(row: aiosqlite.Row) -> Run:

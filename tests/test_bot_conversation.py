@@ -416,3 +416,24 @@ def test_missing_configuration_lists_every_variable_and_exits_2(tmp_path: Path):
     for name in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "DAYTONA_API_KEY", "ANTHROPIC_API_KEY"):
         assert name in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+async def test_feedback_buttons_under_every_final_answer_record_each_persons_vote(bot):
+    ts = await bot.slack.mention(ALICE, CHANNEL, mention_text(bot.slack, "hello"))
+    (reply,) = await wait_settled(bot, ts)
+    assert [b["type"] for b in reply.blocks][-1] == "context_actions"
+
+    (run,) = await bot.app.store.runs(CHANNEL, ts)
+
+    async def recorded(votes: dict[str, str]) -> None:
+        async def match() -> bool:
+            return await bot.app.store.feedback(run.id) == votes
+        await bot.slack.wait_for(match, timeout=10)
+
+    await bot.slack.click_feedback(ALICE, CHANNEL, reply.ts, positive=True)
+    await recorded({ALICE: "good"})
+    await bot.slack.click_feedback(BOB, CHANNEL, reply.ts, positive=False)
+    await bot.slack.click_feedback(ALICE, CHANNEL, reply.ts, positive=False)  # changed her mind
+    await recorded({ALICE: "bad", BOB: "bad"})
+    thanked = bot.slack.ephemerals(CHANNEL, BOB)
+    assert thanked and "feedback" in thanked[-1].text

@@ -31,6 +31,7 @@ from maison_slack.slack.redact import Redactor
 logger = logging.getLogger(__name__)
 
 STOP_ACTION = "maison_stop"
+FEEDBACK_ACTION = "maison_feedback"
 _FINAL_ATTEMPTS = 4
 #: An error (a crash, Claude Code's stderr) is shown up to this many characters: its start and end.
 _ERROR_MAX = 1500
@@ -76,6 +77,22 @@ class Task:
 
     line: str
     state: str = "running"  # running, done or failed
+
+
+def _feedback_buttons(run_id: int) -> dict[str, Any]:
+    """Slack's 👍/👎 row under a final answer (../shared/reference/slack.md §14); the value says
+    which run and which button, so a click needs nothing else to be recorded."""
+    def button(text: str, value: str) -> dict[str, Any]:
+        return {"text": {"type": "plain_text", "text": text, "emoji": True}, "value": f"{value}:{run_id}",
+                "accessibility_label": f"Mark this answer {value}"}
+
+    return {
+        "type": "context_actions",
+        "block_id": f"maison_feedback_{run_id}",
+        "elements": [{"type": "feedback_buttons", "action_id": FEEDBACK_ACTION,
+                      "positive_button": button("Good answer", "good"),
+                      "negative_button": button("Bad answer", "bad")}],
+    }
 
 
 def _stop_button(run_id: int) -> dict[str, Any]:
@@ -265,6 +282,8 @@ class LiveReply:
                 blocks.append({"type": "context", "elements": context})
             if last and self._running:
                 blocks.append(_stop_button(self._run_id))
+            elif last:
+                blocks.append(_feedback_buttons(self._run_id))
             # `text` is mrkdwn (notifications): Claude's "<!channel>" must not ping anyone.
             fallback = (escape_mrkdwn(piece.strip()) or status or "…")[:2900]
             rendered.append((fallback, blocks))
