@@ -33,3 +33,7 @@ class InstallError(MaisonError, RuntimeError):
 
 class RunTimeoutError(MaisonError, TimeoutError):
     """A Claude Code run exceeded its time limit and was killed."""
+
+
+class NotARegularFileError(MaisonError, OSError):
+    """A path in the sandbox is a symlink, device or pipe where a regular file is needed."""

@@ -35,6 +35,7 @@ from maison_slack.core.daytona_calls import call
 from maison_slack.core.errors import (
     ClaudeNotFoundError,
     MaisonError,
+    NotARegularFileError,
     RunTimeoutError,
     SandboxGoneError,
     SandboxUnavailableError,
@@ -485,7 +486,8 @@ class MaisonSandbox:
     async def file_size(self, path: str) -> int:
         """Size in bytes of a file in the sandbox (relative paths: from the work dir), so a
         caller can refuse a huge file before downloading it. Raises `FileNotFoundError` when
-        there is no such file and `IsADirectoryError` for a directory."""
+        there is no such file, `IsADirectoryError` for a directory and `NotARegularFileError`
+        for a symlink, device or pipe (whose read could be anything, even endless)."""
         try:
             info = await call(f"Looking at {path}", lambda: self._sandbox.fs.get_file_info(path))
         except MaisonError as exc:
@@ -493,6 +495,8 @@ class MaisonSandbox:
             raise
         if info.is_dir:
             raise IsADirectoryError(f"Not a file but a directory in the sandbox: {path}")
+        if not info.mode.startswith("-"):  # a link, device or pipe: its size says nothing of what a read yields
+            raise NotARegularFileError(f"Not a regular file in the sandbox: {path} ({info.mode})")
         return int(info.size)
 
     async def write_file(self, path: str, content: bytes | str) -> None:

@@ -13,7 +13,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from maison_slack.core.errors import MaisonError
+from maison_slack.core.errors import MaisonError, NotARegularFileError
 from maison_slack.core.sandbox import MaisonSandbox
 from maison_slack.slack.attachments import Attachments
 from maison_slack.slack.config import Settings
@@ -143,6 +143,10 @@ class Conversations:
         except IsADirectoryError:
             await self.notices.say(key, f"`{path}` is a directory; `file` posts one file.")
             return
+        except NotARegularFileError:
+            await self.notices.say(key, f"`{path}` is a link or a device, not a regular file; `file` posts regular "
+                                        "files (ask for the file a link points to).")
+            return
         except FileNotFoundError:
             await self.notices.say(key, f"There is no file `{path}` in the sandbox.")
             return
@@ -153,7 +157,7 @@ class Conversations:
         name = path.rstrip("/").rsplit("/", 1)[-1] or "file"
         try:
             await self._client.files_upload_v2(channel=key[0], thread_ts=key[1], content=data, filename=name,
-                                               title=name, initial_comment=f"`{path}` from the sandbox")
+                                               title=name, initial_comment=self.notices.safe(f"`{path}` from the sandbox"))
         except SlackApiError as exc:
             await self.notices.say(key, f":warning: Could not upload `{path}` to Slack: {exc.response.get('error')}")
         except (SlackRequestError, aiohttp.ClientError, asyncio.TimeoutError) as exc:  # e.g. a 413 on the upload

@@ -43,7 +43,13 @@ def neutralize_broadcasts(text: str) -> str:
         target, label = match.group(1), match.group(2)
         return "@" + (label or target.removeprefix("subteam^")).removeprefix("@")
 
-    return _BROADCAST.sub(plain, text)
+    # Until nothing changes: a broadcast nested in another's label (<!here|<!channel>>) would
+    # otherwise come out of one pass as a broadcast again.
+    while True:
+        neutral = _BROADCAST.sub(plain, text)
+        if neutral == text:
+            return neutral
+        text = neutral
 
 
 def tool_status(name: Any, tool_input: Any, redact: Callable[[str], str] | None = None) -> str:
@@ -121,6 +127,9 @@ def _token_text(body: str, user_names: Mapping[str, str]) -> str:
     return f"{label} ({bare if url.lower().startswith(('mailto:', 'tel:')) else url})"
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def slack_to_plain(
     text: str,
     user_names: Mapping[str, str] | None = None,
@@ -147,4 +156,5 @@ def slack_to_plain(
             out.append(_token_text(body, names))
         pos = end
     out.append(_unescape(text[pos:]))
-    return "".join(out).strip()
+    # JSON may carry a lone surrogate (\ud800), which no UTF-8 store or request can hold.
+    return _LONE_SURROGATE.sub("\ufffd", "".join(out)).strip()

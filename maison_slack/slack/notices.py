@@ -39,9 +39,12 @@ class Notices:
         self._removes = MethodBudget(per_minute=15)
         self._tasks: set[asyncio.Future[None]] = set()
 
+    def safe(self, text: str) -> str:
+        """`text` the bot writes, made fit for Slack: no secret, no broadcast ping."""
+        return neutralize_broadcasts(self._redactor.redact(text))
+
     async def say(self, key: ThreadKey, text: str) -> None:
-        text = neutralize_broadcasts(self._redactor.redact(text))
-        await self._client.chat_postMessage(channel=key[0], thread_ts=key[1], text=text)
+        await self._client.chat_postMessage(channel=key[0], thread_ts=key[1], text=self.safe(text))
 
     async def react(self, channel: str, ts: str, name: str) -> None:
         """Decoration: skipped when the reactions budget is spent (a burst of follow-ups), and a
