@@ -313,9 +313,10 @@ class MaisonSandbox:
         if run.cancelled_by:
             return False
         run.run_dir = f"{work_dir}/.maison/runs/{run.run_id}"
-        uploads = [FileUpload(prompt.encode("utf-8"), f"{run.run_dir}/prompt")]
+        # "replace": a lone surrogate (from JSON, e.g. a display name) is not UTF-8; it must not cost the run.
+        uploads = [FileUpload(prompt.encode("utf-8", "replace"), f"{run.run_dir}/prompt")]
         if instructions:
-            uploads.append(FileUpload(instructions.encode("utf-8"), f"{run.run_dir}/instructions"))
+            uploads.append(FileUpload(instructions.encode("utf-8", "replace"), f"{run.run_dir}/instructions"))
         await self._until_cancelled(run, call("Uploading the prompt", lambda: self._sandbox.fs.upload_files(uploads)))
         if run.cancelled_by:
             return False
