@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from maison_slack.slack.bot import HELP, REFUSAL, Services, ThreadCommand, parse_thread_command
 from maison_slack.slack.runs import Prompt
 from maison_slack.storage import message_key
 from maison_slack.slack.markup import slack_to_plain
+
+logger = logging.getLogger(__name__)
 
 #: Message subtypes that are a person writing; the rest (edits, joins, bots…) are ignored.
 USER_SUBTYPES = (None, "file_share", "thread_broadcast")
@@ -39,8 +44,11 @@ async def handle_message(services: Services, event: dict[str, Any], client: Asyn
     mentioned = mentioned or bool(bot_user_id and f"<@{bot_user_id}>" in text)
     direct = event.get("channel_type") == "im" or channel.startswith("D")
     if not (mentioned or direct):
+        if services.settings.require_mention:
+            return
         session = await services.store.get_session(channel, thread_ts)
-        if session is None or services.settings.require_mention:
+        if session is None and not (event.get("thread_ts") and await claim_parent_first(
+                services, client, channel, thread_ts, bot_user_id, event.get("channel_type"))):
             return
     plain = slack_to_plain(text, services.users.known(), bot_user_id)
     command = parse_thread_command(plain) if event.get("thread_ts") or direct else None
@@ -58,6 +66,34 @@ async def handle_message(services: Services, event: dict[str, Any], client: Asyn
         await run_thread_command(services, client, (channel, thread_ts), user, command)
     else:
         await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=HELP)
+
+
+#: How long after a thread's first message its replies may arrive before the mention itself.
+_YOUNG_THREAD_SECONDS = 120
+
+
+async def claim_parent_first(services: Services, client: AsyncWebClient, channel: str, thread_ts: str,
+                             bot_user_id: str | None, channel_type: str | None) -> bool:
+    """A reply in a thread the bot does not know yet: is its first message a mention of the bot
+    that is still on its way (Slack does not order events, and a reply can be sent in the same
+    instant)? Then handle that mention now, so it keeps its place before this reply, and say
+    whether the thread is a session now. Only young threads are looked at: one
+    `conversations.replies` call, not one per reply in every thread of every channel.
+    """
+    if not bot_user_id or time.time() - float(thread_ts) > _YOUNG_THREAD_SECONDS:
+        return False
+    try:
+        response = await client.conversations_replies(channel=channel, ts=thread_ts, limit=1)
+    except SlackApiError as exc:
+        logger.warning("Could not read the first message of thread %s/%s: %s", channel, thread_ts, exc)
+        return False
+    parent = next((m for m in response.get("messages") or [] if m.get("ts") == thread_ts), None)
+    if parent is None or f"<@{bot_user_id}>" not in (parent.get("text") or ""):
+        return False
+    mention = {key: value for key, value in parent.items() if key != "thread_ts"}  # as its own event has it
+    await handle_message(services, {**mention, "channel": channel, "channel_type": channel_type}, client,
+                         bot_user_id, mentioned=True)  # claimed once, whichever delivery comes first
+    return await services.store.get_session(channel, thread_ts) is not None
 
 
 async def run_thread_command(services: Services, client: AsyncWebClient, key: tuple[str, str], user: str, command: ThreadCommand) -> None:
