@@ -6,7 +6,12 @@ real Claude Code CLI in the Daytona double's sandboxes) and stops it after the t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +54,20 @@ class BotEnv:
     async def restart(self) -> MaisonApp:
         await self.stop()
         return await self.start()
+
+    @contextlib.asynccontextmanager
+    async def process(self) -> AsyncIterator[None]:
+        """The bot as a real process (`python -m maison_slack`), connected; SIGKILLed at the end,
+        as a crash, an OOM kill or a hard deploy would end it."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "maison_slack", env={**os.environ, **self.env()},
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        try:
+            await self.slack.wait_connected(20)
+            yield
+        finally:
+            process.send_signal(signal.SIGKILL)
+            await process.wait()
 
     def env(self) -> dict[str, str]:
         """The environment a user would set to point the bot at these doubles."""

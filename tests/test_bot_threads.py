@@ -9,10 +9,7 @@ and asserts what people see (thread messages, reactions), SQLite rows and sandbo
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import signal
-import sys
 
 from maison_slack.slack.bot import parse_thread_command
 from tests.bot_harness import ALICE, BOB, CHANNEL, BotEnv, bot, bot_env  # noqa: F401
@@ -189,18 +186,11 @@ async def test_a_prompt_that_starts_like_a_command_reaches_claude(bot):
 async def test_sigkill_mid_run_kills_the_old_claude_and_keeps_the_partial_answer(bot_env):
     """The bot runs as a real process and is SIGKILLed while Claude writes; the next bot repairs."""
     bot_env.anthropic.responder = lambda body: Hang(text="Partial answer so far")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "maison_slack", env={**os.environ, **bot_env.env()},
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-    try:
-        await bot_env.slack.wait_connected(20)
+    async with bot_env.process():  # SIGKILLed on leaving
         ts = await bot_env.slack.mention(ALICE, CHANNEL, "a long job")
         reply = await live_reply(bot_env, ts, contains="Partial answer")
         sandbox_id = await sandbox_of(bot_env, ts)
         assert claude_processes(bot_env, sandbox_id)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        await process.wait()
     assert claude_processes(bot_env, sandbox_id), "nothing killed Claude: it outlives the bot"
 
     await bot_env.start()

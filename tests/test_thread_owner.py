@@ -9,10 +9,7 @@ listener is still claiming its message, a SIGKILL with prompts waiting.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import sqlite3
-import sys
 
 from maison_slack.storage import MIGRATIONS
 from tests.bot_harness import ALICE, BOB, CHANNEL, bot, bot_env  # noqa: F401
@@ -194,19 +191,12 @@ async def test_a_message_being_claimed_at_shutdown_runs_after_the_restart(bot):
 async def test_prompts_waiting_at_a_sigkill_run_after_the_restart(bot_env):
     """The bot runs as a real process, with a run going and two prompts waiting, and is killed."""
     bot_env.anthropic.responder = lambda body: Hang(text="Working on it")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "maison_slack", env={**os.environ, **bot_env.env()},
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-    try:
-        await bot_env.slack.wait_connected(20)
+    async with bot_env.process():  # SIGKILLed on leaving
         ts = await bot_env.slack.mention(ALICE, CHANNEL, "a long job")
         await live_reply(bot_env, ts, contains="Working on it")
         for step in ("STEP01", "STEP02"):
             await bot_env.slack.post_message(BOB, CHANNEL, f"then {step}", thread_ts=ts)
         await wait_run_states(bot_env, ts, ["running", "queued", "queued"])
-    finally:
-        process.send_signal(signal.SIGKILL)
-        await process.wait()
 
     bot_env.anthropic.responder = echo
     await bot_env.start()

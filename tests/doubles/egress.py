@@ -355,6 +355,13 @@ class EgressProxy:
 
     # ----------------------------------------------------------------- resolution & policy
 
+    async def _refuse(self, entry: EgressRequest, status: int, reason: str, writer: asyncio.StreamWriter) -> None:
+        """Answer a request the network policy (403) or the loopback rule (502) forbids."""
+        entry.outcome, entry.status = ("blocked" if status == 403 else "refused"), status
+        self.record(entry)
+        writer.write(_simple_response(status, "Forbidden" if status == 403 else "Bad Gateway", reason + "\n"))
+        await writer.drain()
+
     async def _resolve(self, host: str, port: int) -> str | None:
         """The loopback IP for `host`, or None. Never an address off this machine."""
         mapped = next((ip for name, ip in self.hosts.items() if name.lower() == host), None)
@@ -414,10 +421,7 @@ class EgressProxy:
 
         ip, status, reason = await self._check(host, port)
         if status:
-            entry.outcome, entry.status = ("blocked" if status == 403 else "refused"), status
-            self.record(entry)
-            writer.write(_simple_response(status, "Forbidden" if status == 403 else "Bad Gateway", reason + "\n"))
-            await writer.drain()
+            await self._refuse(entry, status, reason, writer)
             return False
 
         policy = self.policy()
@@ -566,10 +570,7 @@ class EgressProxy:
         entry = EgressRequest(self.sandbox_id, "CONNECT", target, host, port, list(headers), b"")
         ip, status, reason = await self._check(host, port)
         if status:
-            entry.outcome, entry.status = ("blocked" if status == 403 else "refused"), status
-            self.record(entry)
-            writer.write(_simple_response(status, "Forbidden" if status == 403 else "Bad Gateway", reason + "\n"))
-            await writer.drain()
+            await self._refuse(entry, status, reason, writer)
             return
         try:
             up_reader, up_writer = await asyncio.open_connection(ip, port)
