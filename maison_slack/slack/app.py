@@ -24,8 +24,7 @@ from maison_slack.slack.config import ConfigError, Settings, load_settings
 from maison_slack.slack.conversations import Conversations
 from maison_slack.slack.reaper import Reaper
 from maison_slack.slack.recovery import Recovery
-from maison_slack.slack.budget import MethodBudget
-from maison_slack.slack.reply import RateLimitHandler
+from maison_slack.slack.budget import TIERS, Budgets, RateLimitHandler
 from maison_slack.slack.sandboxes import Sandboxes
 from maison_slack.slack.users import UserNames
 from maison_slack.storage import Store
@@ -36,19 +35,19 @@ logger = logging.getLogger("maison_slack")
 class MaisonApp:
     """The running bot: Bolt app, Socket Mode connection, conversations and reaper."""
 
-    def __init__(self, settings: Settings, store: Store, client: AsyncWebClient, budget: MethodBudget) -> None:
+    def __init__(self, settings: Settings, store: Store, client: AsyncWebClient, budgets: Budgets) -> None:
         self.settings = settings
         self.store = store
         self.sandboxes = Sandboxes(settings)
         users = UserNames(client)
         self.conversations = Conversations(
             settings=settings, store=store, client=client, sandboxes=self.sandboxes, users=users,
-            budget=budget,
+            budgets=budgets,
         )
         self.reaper = Reaper(store=store, sandboxes=self.sandboxes, conversations=self.conversations,
                              idle_timeout=settings.idle_timeout, interval=settings.reap_interval)
         self.recovery = Recovery(store=store, client=client, sandboxes=self.sandboxes,
-                                 conversations=self.conversations, budget=budget)
+                                 conversations=self.conversations, budgets=budgets)
         self.app = AsyncApp(client=client)
         self.services = Services(settings, store, self.conversations, self.sandboxes, users)
         listeners.register(self.app, self.services)
@@ -59,17 +58,17 @@ class MaisonApp:
         """Open the database, keep the credentials in Daytona Secrets, recover from a restart,
         start the reaper, connect to Slack."""
         store = await Store.open(settings.db_path)
-        budget = MethodBudget(settings.edits_per_minute)
+        budgets = Budgets({**TIERS, "chat.update": settings.edits_per_minute})
         client = AsyncWebClient(
             token=settings.slack_bot_token,
             base_url=settings.slack_api_url,
             retry_handlers=[
                 AsyncConnectionErrorRetryHandler(),
-                RateLimitHandler(budget, max_retry_count=5),
+                RateLimitHandler(budgets, max_retry_count=5),
                 AsyncServerErrorRetryHandler(max_retry_count=2),
             ],
         )
-        bot = cls(settings, store, client, budget)
+        bot = cls(settings, store, client, budgets)
         try:
             await bot.sandboxes.prepare()
         except BaseException:

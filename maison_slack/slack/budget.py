@@ -1,7 +1,10 @@
-"""The budget of one Slack Web API method, shared fairly by every thread.
+"""The budgets of Slack's Web API methods, each shared fairly by every thread.
 
 Slack allows about 50 `chat.update` calls a minute for the whole app (../shared/reference/slack.md
-§6, §16), whatever the number of threads; `reactions.add` has a budget of its own. First come, first served let whoever asked first
+§6, §16), whatever the number of threads; every other method has a budget of its own
+(`chat.appendStream` Tier 4, `chat.startStream`/`chat.stopStream` Tier 2, reactions Tier 3/2),
+and the budgets add up: a bot streaming some replies and editing others uses both. First come,
+first served let whoever asked first
 take the budget: status-only edits ("Thinking…") went out while other threads' answers waited,
 and a run's final edit queued behind everyone's progress. So each edit asks with a priority and
 its thread, and the next token goes to:
@@ -16,11 +19,17 @@ its thread, and the next token goes to:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import heapq
 import itertools
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
+
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 
 
 class Priority(enum.IntEnum):
@@ -99,3 +108,57 @@ class MethodBudget:
         if len(self._last_served) > 10_000:  # threads come and go: forget the oldest
             for old in sorted(self._last_served, key=self._last_served.__getitem__)[:5_000]:
                 del self._last_served[old]
+
+
+#: Calls a minute per method for the whole app: Slack's tiers (../shared/reference/slack.md §16)
+#: with headroom, since Slack's "50+" is a floor we must not test.
+TIERS: dict[str, int] = {
+    "chat.update": 45,
+    "chat.startStream": 18,
+    "chat.stopStream": 18,
+    "chat.appendStream": 90,
+    "reactions.add": 40,
+    "reactions.remove": 15,
+}
+
+
+class Budgets:
+    """One `MethodBudget` per Web API method, the one place every visible update asks."""
+
+    def __init__(self, per_minute: Mapping[str, int] = TIERS) -> None:
+        self._budgets = {method: MethodBudget(limit) for method, limit in per_minute.items()}
+
+    def __getitem__(self, method: str) -> MethodBudget:
+        return self._budgets[method]
+
+    def pause(self, method: str, seconds: float) -> None:
+        """A 429 on `method`: none of its calls leaves before `Retry-After`."""
+        budget = self._budgets.get(method)
+        if budget is not None:
+            budget.pause(seconds)
+
+
+class RateLimitHandler(AsyncRateLimitErrorRetryHandler):
+    """slack_sdk's 429 retry after `Retry-After`, with two additions: a 429 also closes that
+    method's budget for every reply (slack_sdk only delays the request that got it), and a
+    reaction is skipped, never retried (👀 and ⏳ are decoration: retrying them in a burst is a
+    429 storm that helps nobody)."""
+
+    def __init__(self, budgets: Budgets, max_retry_count: int = 5) -> None:
+        super().__init__(max_retry_count=max_retry_count)
+        self._budgets = budgets
+
+    async def _can_retry_async(self, *, state: RetryState, request: HttpRequest,
+                               response: HttpResponse | None = None, error: Exception | None = None) -> bool:
+        if "/reactions." in request.url:
+            return False
+        return await super()._can_retry_async(state=state, request=request, response=response, error=error)
+
+    async def prepare_for_next_attempt_async(self, *, state: RetryState, request: HttpRequest,
+                                             response: HttpResponse | None = None,
+                                             error: Exception | None = None) -> None:
+        if response is not None:
+            values = next((v for k, v in response.headers.items() if k.lower() == "retry-after"), ["1"])
+            with contextlib.suppress(ValueError, IndexError):
+                self._budgets.pause(request.url.rstrip("/").rsplit("/", 1)[-1], float(values[0]))
+        await super().prepare_for_next_attempt_async(state=state, request=request, response=response, error=error)

@@ -59,6 +59,8 @@ class Settings:
     drain_seconds: float = 5.0
     key_in_sandbox: str = "secret"
     allowed_domains: tuple[str, ...] = ()
+    streaming: str = "auto"
+    stream_rollover: float = 240.0
 
     def secrets(self, environ: Mapping[str, str] = os.environ) -> list[str]:
         """Values that must never appear in anything the bot posts: its own tokens and keys, and
@@ -192,6 +194,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         drain_seconds=number("MAISON_DRAIN_SECONDS", Settings.drain_seconds, 0),
         key_in_sandbox=choice("MAISON_KEY_IN_SANDBOX", ("secret", "env")),
         allowed_domains=domains("MAISON_ALLOWED_DOMAINS"),
+        streaming=choice("MAISON_STREAMING", ("auto", "native", "edits")),
+        # Slack ends a stream about 5 minutes after it starts (../shared/reference/slack.md §13.1).
+        stream_rollover=number("MAISON_STREAM_ROLLOVER", Settings.stream_rollover, 1),
     )
     base_host = api_host(settings["anthropic_base_url"])
     if settings["allowed_domains"] and not _is_domain(base_host):  # it joins the allow-list

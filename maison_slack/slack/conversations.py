@@ -20,7 +20,7 @@ from maison_slack.slack.config import Settings
 from maison_slack.slack.notices import ACK_REACTION, QUEUED_REACTION, Notices
 from maison_slack.slack.owner import ThreadKey, ThreadOwner, Threads
 from maison_slack.slack.redact import Redactor
-from maison_slack.slack.budget import MethodBudget
+from maison_slack.slack.budget import Budgets
 from maison_slack.slack.runs import Prompt, Runner
 from maison_slack.slack.sandboxes import Sandboxes
 from maison_slack.slack.users import UserNames
@@ -33,16 +33,16 @@ class Conversations:
     """Runs prompts in their thread's sandbox and streams the answers into Slack."""
 
     def __init__(self, *, settings: Settings, store: Store, client: AsyncWebClient, sandboxes: Sandboxes,
-                 users: UserNames, budget: MethodBudget) -> None:
+                 users: UserNames, budgets: Budgets) -> None:
         self._settings = settings
         self._store = store
         self._sandboxes = sandboxes
         self.redactor = Redactor(settings.secrets())
-        self.notices = Notices(client, self.redactor)
+        self.notices = Notices(client, self.redactor, budgets)
         self._client = client
         self._attachments = Attachments(settings.slack_bot_token, settings.slack_api_url)
         self._runner = Runner(settings=settings, store=store, client=client, sandboxes=sandboxes, users=users,
-                              budget=budget, redactor=self.redactor, notices=self.notices,
+                              budgets=budgets, redactor=self.redactor, notices=self.notices,
                               attachments=self._attachments)
         self.threads = Threads()
         self._holding = False

@@ -11,7 +11,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from maison_slack.slack.markup import neutralize_broadcasts
-from maison_slack.slack.budget import MethodBudget, Priority
+from maison_slack.slack.budget import Budgets, Priority
 from maison_slack.slack.redact import Redactor
 
 logger = logging.getLogger(__name__)
@@ -30,13 +30,10 @@ class Notices:
     its failure logged, and it is cancelled at `close()`.
     """
 
-    def __init__(self, client: AsyncWebClient, redactor: Redactor) -> None:
+    def __init__(self, client: AsyncWebClient, redactor: Redactor, budgets: Budgets) -> None:
         self._client = client
         self._redactor = redactor
-        # Slack's tiers per workspace (../shared/reference/slack.md §16), with headroom:
-        # reactions.add is Tier 3 (50+ a minute), reactions.remove Tier 2 (20+).
-        self._adds = MethodBudget(per_minute=40)
-        self._removes = MethodBudget(per_minute=15)
+        self._budgets = budgets  # reactions.add is Tier 3, reactions.remove Tier 2
         self._tasks: set[asyncio.Future[None]] = set()
 
     def safe(self, text: str) -> str:
@@ -49,13 +46,13 @@ class Notices:
     async def react(self, channel: str, ts: str, name: str) -> None:
         """Decoration: skipped when the reactions budget is spent (a burst of follow-ups), and a
         refused or rate-limited reaction is not worth a retry or an error."""
-        if not await self._adds.acquire(channel, Priority.STATUS):
+        if not await self._budgets["reactions.add"].acquire(channel, Priority.STATUS):
             return
         with contextlib.suppress(SlackApiError):
             await self._client.reactions_add(channel=channel, timestamp=ts, name=name)
 
     async def unreact(self, channel: str, ts: str, name: str) -> None:
-        if not await self._removes.acquire(channel, Priority.STATUS):
+        if not await self._budgets["reactions.remove"].acquire(channel, Priority.STATUS):
             return
         with contextlib.suppress(SlackApiError):
             await self._client.reactions_remove(channel=channel, timestamp=ts, name=name)

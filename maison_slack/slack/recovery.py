@@ -13,7 +13,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from maison_slack.core.errors import MaisonError
 from maison_slack.slack.conversations import Conversations
-from maison_slack.slack.budget import MethodBudget
+from maison_slack.slack.budget import Budgets
 from maison_slack.slack.sandboxes import Sandboxes
 from maison_slack.storage import INTERRUPTED, QUEUED, RUNNING, Run, Store
 
@@ -25,12 +25,12 @@ INTERRUPTED_NOTICE = (":warning: Interrupted: the bot restarted before this run 
 
 class Recovery:
     def __init__(self, *, store: Store, client: AsyncWebClient, sandboxes: Sandboxes, conversations: Conversations,
-                 budget: MethodBudget) -> None:
+                 budgets: Budgets) -> None:
         self._store = store
         self._client = client
         self._sandboxes = sandboxes
         self._conversations = conversations
-        self._budget = budget
+        self._budgets = budgets
 
     async def recover(self) -> None:
         """Runs that were running: kill what is left of them in the sandbox (so a follow-up never
@@ -80,7 +80,7 @@ class Recovery:
                 continue
             kept = [b for b in blocks if b.get("block_id") != controls and b.get("type") != "context"]
             kept.append({"type": "context", "elements": [{"type": "mrkdwn", "text": INTERRUPTED_NOTICE}]})
-            await self._budget.acquire()
+            await self._budgets["chat.update"].acquire()
             await self._client.chat_update(channel=run.channel, ts=message["ts"],
                                            text=message.get("text") or INTERRUPTED_NOTICE, blocks=kept)
             return True

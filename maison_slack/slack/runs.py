@@ -27,8 +27,10 @@ from maison_slack.slack.markup import tool_status
 from maison_slack.slack.notices import QUEUED_REACTION, Notices
 from maison_slack.slack.owner import ThreadOwner
 from maison_slack.slack.redact import Redactor
-from maison_slack.slack.budget import MethodBudget
-from maison_slack.slack.reply import LiveReply
+from maison_slack.slack.budget import Budgets
+from maison_slack.slack.reply import Reply, streams_natively
+from maison_slack.slack.reply_edits import EditedReply
+from maison_slack.slack.reply_stream import StreamedReply
 from maison_slack.slack.sandboxes import Sandboxes
 from maison_slack.slack.users import UserNames
 from maison_slack.storage import DONE, FAILED, INTERRUPTED, STOPPED, Store
@@ -96,24 +98,23 @@ class Runner:
     """Runs prompts: sandbox → Claude Code stream → live reply → SQLite."""
 
     def __init__(self, *, settings: Settings, store: Store, client: AsyncWebClient, sandboxes: Sandboxes,
-                 users: UserNames, budget: MethodBudget, redactor: Redactor, notices: Notices,
+                 users: UserNames, budgets: Budgets, redactor: Redactor, notices: Notices,
                  attachments: Attachments) -> None:
         self._settings = settings
         self._store = store
         self._client = client
         self._sandboxes = sandboxes
         self._users = users
-        self._budget = budget
+        self._budgets = budgets
+        self._team_id: str | None = None
         self._redactor = redactor
         self._notices = notices
         self._attachments = attachments
 
     async def run(self, owner: ThreadOwner, run_id: int, prompt: Prompt, *, waited: bool) -> None:
         owner.begin_run(run_id)
-        reply = LiveReply(self._client, prompt.channel, prompt.thread_ts, run_id=run_id, budget=self._budget,
-                          redactor=self._redactor, min_interval=self._settings.edit_interval,
-                          max_messages=self._settings.max_reply_messages)
         outcome = Outcome()
+        reply = self._reply(owner, run_id, prompt)
         try:
             if waited:  # reactions.remove is a tier 2 method: no call for nothing
                 self._notices.later(self._notices.unreact(prompt.channel, prompt.message_ts, QUEUED_REACTION))
@@ -166,7 +167,30 @@ class Runner:
 
             await _complete(record_end())
 
-    async def _stream(self, sandbox: MaisonSandbox, text: str, reply: LiveReply) -> StreamEvent | None:
+    def _reply(self, owner: ThreadOwner, run_id: int, prompt: Prompt) -> Reply:
+        """Streamed or edited (`MAISON_STREAMING`, ../shared/reference/slack.md §13.2)."""
+        common: dict[str, Any] = dict(run_id=run_id, budgets=self._budgets, redactor=self._redactor,
+                                      max_messages=self._settings.max_reply_messages)
+        if not streams_natively(self._settings.streaming, prompt.channel):
+            return EditedReply(self._client, prompt.channel, prompt.thread_ts, min_interval=self._settings.edit_interval,
+                               **common)
+
+        async def stopped_in_slack() -> None:  # the only live viewer of the stream stopped it
+            await owner.stop(prompt.user)
+
+        recipient = None if prompt.channel.startswith("D") else prompt.user
+        return StreamedReply(self._client, prompt.channel, prompt.thread_ts, recipient=recipient,
+                             workspace=self._workspace,
+                             rollover=self._settings.stream_rollover,
+                             on_stopped=lambda: self._notices.later(stopped_in_slack()), **common)
+
+    async def _workspace(self) -> str:
+        """The team id a stream in a channel names with its recipient (§13.2), asked once."""
+        if self._team_id is None:
+            self._team_id = str((await self._client.auth_test())["team_id"])
+        return self._team_id
+
+    async def _stream(self, sandbox: MaisonSandbox, text: str, reply: Reply) -> StreamEvent | None:
         result: StreamEvent | None = None
         events = sandbox.stream(text, instructions=self._settings.instructions,
                                 continue_conversation=sandbox.claude_session_id is not None)
@@ -174,7 +198,7 @@ class Runner:
             async for event in events:
                 if event.type == "text":
                     reply.append(event.content)
-                    reply.set_status("Writing…")
+                    reply.set_status("")  # the text shows that Claude is at work
                 elif event.type == "thinking":
                     reply.set_status("Thinking…")
                 elif event.type == "tool_use":
@@ -182,7 +206,8 @@ class Runner:
                     reply.start_task(str(event.data.get("id")), line)
                     reply.set_status("")  # the running task says what Claude does
                 elif event.type == "tool_result":
-                    reply.end_task(str(event.data.get("tool_use_id")), ok=not event.data.get("is_error"))
+                    reply.end_task(str(event.data.get("tool_use_id")), ok=not event.data.get("is_error"),
+                                   output=event.content)
                     reply.set_status("Thinking…")
                 elif event.type == "result":
                     result = event
@@ -190,7 +215,7 @@ class Runner:
             await events.aclose()
         return result
 
-    async def _conclude(self, owner: ThreadOwner, reply: LiveReply, result: StreamEvent | None) -> Outcome:
+    async def _conclude(self, owner: ThreadOwner, reply: Reply, result: StreamEvent | None) -> Outcome:
         """Write the final state of the reply. A Stop accepted by the owner makes it "stopped",
         whatever Claude's last event was."""
         data = result.data if result is not None else {}
@@ -218,7 +243,7 @@ class Runner:
         await reply.finish(":white_check_mark: " + stats if stats else ":white_check_mark: Done")
         return Outcome(DONE, None, usage)
 
-    async def _sandbox_for(self, owner: ThreadOwner, reply: LiveReply) -> tuple[MaisonSandbox, bool]:
+    async def _sandbox_for(self, owner: ThreadOwner, reply: Reply) -> tuple[MaisonSandbox, bool]:
         """The thread's sandbox: the one in memory, re-attached from SQLite, or a new one; and
         whether it is new."""
         sandbox = await owner.live_sandbox()
@@ -239,7 +264,7 @@ class Runner:
             reply.notice(note)
         return sandbox, True
 
-    async def _new_sandbox(self, owner: ThreadOwner, reply: LiveReply) -> MaisonSandbox:
+    async def _new_sandbox(self, owner: ThreadOwner, reply: Reply) -> MaisonSandbox:
         reply.set_status("Creating a sandbox…")
         # No other job of this thread runs until the id is in SQLite, so the orphan sweep (which
         # asks this owner) never takes the new sandbox for an orphan.
@@ -248,7 +273,7 @@ class Runner:
         await self._store.set_sandbox(*owner.key, sandbox.id)
         return sandbox
 
-    async def _replace_sandbox(self, owner: ThreadOwner, broken: MaisonSandbox, reply: LiveReply) -> MaisonSandbox:
+    async def _replace_sandbox(self, owner: ThreadOwner, broken: MaisonSandbox, reply: Reply) -> MaisonSandbox:
         """A new sandbox instead of `broken` (deleted first; a failed delete is left to the
         orphan sweep, since SQLite no longer points at it)."""
         sandbox = await self._new_sandbox(owner, reply)

@@ -1,4 +1,4 @@
-"""Messages: mentions start sessions, thread replies continue them (Events API)."""
+"""Messages: mentions start sessions, thread replies continue them; Slack's own Stop (Events API)."""
 
 from __future__ import annotations
 
@@ -29,8 +29,18 @@ def register(app: AsyncApp, services: Services) -> None:
         # Subscribed to every message subtype so each is acked; Slack would redeliver the rest.
         await handle_message(services, event, client, context.bot_user_id, mentioned=False)
 
+    async def on_stopped_in_slack(event: dict[str, Any], client: AsyncWebClient) -> None:
+        """Slack's own Stop on a streamed reply (../shared/reference/slack.md §13.3): the same as
+        our Stop button. Slack has already stopped the stream; the run must stop too."""
+        channel, user = event.get("channel") or "", event.get("user") or ""
+        if not services.settings.allowed(user, channel):
+            await client.chat_postEphemeral(channel=channel, user=user, text=REFUSAL, thread_ts=event.get("thread_ts"))
+            return
+        await services.conversations.stop((channel, event.get("thread_ts") or ""), user)
+
     app.event("app_mention")(services.in_flight.track(on_mention))
     app.event("message")(services.in_flight.track(on_message))
+    app.event("agent_session_stopped")(services.in_flight.track(on_stopped_in_slack))
 
 
 async def handle_message(services: Services, event: dict[str, Any], client: AsyncWebClient, bot_user_id: str | None,
