@@ -84,7 +84,14 @@ class Recovery:
             await self._client.chat_update(channel=run.channel, ts=message["ts"],
                                            text=message.get("text") or INTERRUPTED_NOTICE, blocks=kept)
             return True
-        return False
+        # A streamed reply (no Stop button of ours): end its stream with the notice under it,
+        # rather than leave it streaming until Slack expires it (../shared/reference/slack.md §13.1).
+        try:
+            await self._client.chat_stopStream(channel=run.channel, ts=run.reply_ts, blocks=[
+                {"type": "context", "elements": [{"type": "mrkdwn", "text": INTERRUPTED_NOTICE}]}])
+        except SlackApiError:
+            return False  # not a live stream any more: the notice goes into the thread
+        return True
 
     async def _say(self, run: Run, text: str) -> None:
         try:

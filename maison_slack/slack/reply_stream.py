@@ -91,8 +91,10 @@ class StreamedReply(Reply):
     it live (`recipient`, the prompt's author) and their workspace (`workspace()`, §13.2)."""
 
     def __init__(self, *args: Any, recipient: str | None, workspace: Callable[[], Awaitable[str]],
-                 rollover: float, on_stopped: Callable[[], None], **kwargs: Any) -> None:
+                 rollover: float, on_stopped: Callable[[], None],
+                 on_first_message: Callable[[str], Awaitable[None]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._on_first_message = on_first_message
         self._recipient = recipient
         self._workspace = workspace
         self._rollover = rollover
@@ -283,6 +285,8 @@ class StreamedReply(Reply):
         if method == "chat.startStream":
             self._segments.append(segment)
             self._status_shown = ""  # a new message in the thread clears its status (§15)
+            if len(self._segments) == 1:
+                await self._on_first_message(segment.ts)
         return segment
 
     def _stream_refused(self, segment: Segment | None, exc: SlackApiError) -> None:

@@ -182,7 +182,8 @@ class Runner:
         return StreamedReply(self._client, prompt.channel, prompt.thread_ts, recipient=recipient,
                              workspace=self._workspace,
                              rollover=self._settings.stream_rollover,
-                             on_stopped=lambda: self._notices.later(stopped_in_slack()), **common)
+                             on_stopped=lambda: self._notices.later(stopped_in_slack()),
+                             on_first_message=lambda ts: self._store.start_run(run_id, ts), **common)
 
     async def _workspace(self) -> str:
         """The team id a stream in a channel names with its recipient (§13.2), asked once."""
@@ -194,9 +195,13 @@ class Runner:
         result: StreamEvent | None = None
         events = sandbox.stream(text, instructions=self._settings.instructions,
                                 continue_conversation=sandbox.claude_session_id is not None)
+        paragraph = False  # the next text is a new paragraph (it follows a tool call)
         try:
             async for event in events:
                 if event.type == "text":
+                    if paragraph and reply.text.strip():
+                        reply.append("\n\n")
+                    paragraph = False
                     reply.append(event.content)
                     reply.set_status("")  # the text shows that Claude is at work
                 elif event.type == "thinking":
@@ -204,6 +209,7 @@ class Runner:
                 elif event.type == "tool_use":
                     line = tool_status(event.content, event.data.get("input") or {}, self._redactor.redact)
                     reply.start_task(str(event.data.get("id")), line)
+                    paragraph = True
                     reply.set_status("")  # the running task says what Claude does
                 elif event.type == "tool_result":
                     reply.end_task(str(event.data.get("tool_use_id")), ok=not event.data.get("is_error"),
