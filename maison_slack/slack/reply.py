@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from maison_slack.slack.budget import Budgets
-from maison_slack.slack.markup import neutralize_broadcasts
+from maison_slack.slack.markup import escape_mrkdwn, neutralize_broadcasts
 from maison_slack.slack.redact import Redactor
 
 logger = logging.getLogger(__name__)
@@ -186,6 +187,11 @@ class Reply:
         redacted = self._redactor.redact_streaming(body) if self._running else self._redactor.redact(body)
         return neutralize_broadcasts(redacted)
 
+    def _fallback(self, piece: str) -> str:
+        """A message's `text` (notifications, clients without blocks). It is mrkdwn, so
+        Claude's "<!channel>" must not ping anyone: escaped."""
+        return (escape_mrkdwn(piece.strip()) or self._redactor.redact(self._status) or "…")[:2900]
+
     def _shorten(self, error: str) -> str:
         """`error` redacted, then cut to its start and end. Redacting first matters: a secret
         cut in two no longer matches, and the half left would be shown."""
@@ -194,10 +200,11 @@ class Reply:
             return error
         return error[: _ERROR_MAX // 3] + " … " + error[-2 * _ERROR_MAX // 3 :]
 
-    def _task_list(self) -> str:
-        """The last tool calls with their states; calls still running when the run ended failed."""
+    def _task_list(self, ids: Iterable[str] | None = None) -> str:
+        """The last tool calls (of `ids`, default all) with their states; calls still running
+        when the run ended failed."""
         icons = {"running": "⏳" if self._running else "✗", "done": "✓", "failed": "✗"}
-        tasks = list(self._tasks.values())
+        tasks = list(self._tasks.values()) if ids is None else [self._tasks[i] for i in ids if i in self._tasks]
         lines = [f"{icons[t.state]} {self._redactor.redact(t.line)}" for t in tasks[-_SHOWN_TASKS:]]
         if len(tasks) > _SHOWN_TASKS:
             lines.insert(0, f"_… {len(tasks) - _SHOWN_TASKS} earlier_")

@@ -22,7 +22,6 @@ from slack_sdk.errors import SlackApiError
 
 from maison_slack.slack.budget import Priority
 from maison_slack.slack.markdown import split_markdown
-from maison_slack.slack.markup import escape_mrkdwn
 from maison_slack.slack.reply import MESSAGE_GONE, Reply, feedback_buttons, stop_button
 
 logger = logging.getLogger(__name__)
@@ -109,10 +108,7 @@ class EditedReply(Reply):
                 blocks.append(context)
             if last:
                 blocks.append(stop_button(self._run_id) if self._running else feedback_buttons(self._run_id))
-            # `text` is mrkdwn (notifications): Claude's "<!channel>" must not ping anyone.
-            status = self._redactor.redact(self._status)
-            fallback = (escape_mrkdwn(piece.strip()) or status or "…")[:2900]
-            rendered.append((fallback, blocks))
+            rendered.append((self._fallback(piece), blocks))
         return rendered
 
     async def _sync(self, *, final: bool) -> None:

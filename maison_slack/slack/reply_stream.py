@@ -38,7 +38,6 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_chat_stream import AsyncChatStream
 
 from maison_slack.slack.budget import Priority
-from maison_slack.slack.markup import escape_mrkdwn
 from maison_slack.slack.reply import Reply, feedback_buttons
 
 logger = logging.getLogger(__name__)
@@ -328,9 +327,7 @@ class StreamedReply(Reply):
         """Show `text` (default: what the message accepted) as an ordinary message with
         `chat.update`: an expired stream stays a broken pill until edited (§13.1)."""
         text = segment.shown if text is None else text
-        lines = [self._tasks[i] for i in segment.tasks if i in self._tasks]
-        icons = {"running": "✗", "done": "✓", "failed": "✗"}
-        tasks = "\n".join(f"{icons[t.state]} {self._redactor.redact(t.line)}" for t in lines)
+        tasks = self._task_list(segment.tasks)
         context = [{"type": "mrkdwn", "text": part}
                    for part in (tasks, self._redactor.redact(self._status) if last else "") if part]
         blocks: list[dict[str, Any]] = [{"type": "markdown", "text": text}] if text.strip() else []
@@ -338,7 +335,7 @@ class StreamedReply(Reply):
             blocks.append({"type": "context", "elements": context})
         if last:
             blocks.append(feedback_buttons(self._run_id))
-        fallback = (escape_mrkdwn(text.strip()) or self._redactor.redact(self._status) or "…")[:2900]
+        fallback = self._fallback(text)
         await self._budgets["chat.update"].acquire(self.key, Priority.FINAL)
         try:
             await self._client.chat_update(channel=self.channel, ts=segment.ts, text=fallback, blocks=blocks)
@@ -403,7 +400,7 @@ class StreamedReply(Reply):
         """The whole reply as one ordinary message (a run that ended before streaming anything)."""
         blocks: list[dict[str, Any]] = [{"type": "markdown", "text": text}] if text.strip() else []
         blocks += self._closing()
-        fallback = (escape_mrkdwn(text.strip()) or self._redactor.redact(self._status) or "…")[:2900]
+        fallback = self._fallback(text)
         try:
             await self._client.chat_postMessage(channel=self.channel, thread_ts=self.thread_ts,
                                                 text=fallback, blocks=blocks)
