@@ -38,6 +38,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_chat_stream import AsyncChatStream
 
 from maison_slack.slack.budget import Priority
+from maison_slack.slack.markdown import split_markdown
 from maison_slack.slack.reply import Reply, feedback_buttons
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,10 @@ _FINAL_ATTEMPTS = 4
 #: The stream is over (Slack expired it, or it was stopped): append and stop are refused (§13).
 STREAM_OVER = frozenset({"message_not_in_streaming_state", "streaming_state_conflict"})
 STOPPED_BY_USER = "stopped_by_user"
+#: Streaming is not available here (scope, surface, plan): seen in the field (§9.7).
+UNSUPPORTED = frozenset({"missing_scope", "not_allowed", "channel_type_not_supported", "not_allowed_token_type",
+                         "unknown_method", "method_deprecated"})
+_TOO_LONG = "\n\n_… the answer goes on: it is too long for Slack, the full text is attached below as `answer.md`._"
 
 _TASK_STATUS = {"running": "in_progress", "done": "complete", "failed": "error"}
 
@@ -91,8 +96,10 @@ class StreamedReply(Reply):
 
     def __init__(self, *args: Any, recipient: str | None, workspace: Callable[[], Awaitable[str]],
                  rollover: float, on_stopped: Callable[[], None],
-                 on_first_message: Callable[[str], Awaitable[None]], **kwargs: Any) -> None:
+                 on_first_message: Callable[[str], Awaitable[None]], on_unsupported: Callable[[], None],
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._on_unsupported = on_unsupported
         self._on_first_message = on_first_message
         self._recipient = recipient
         self._workspace = workspace
@@ -105,6 +112,7 @@ class StreamedReply(Reply):
         self._status_refused = False
         self._halted = False  # stopped in Slack: nothing more is streamed
         self._overflow = False  # text beyond `max_messages` messages
+        self._unsupported = False  # this workspace or channel refuses streaming: post at the end
         self._flusher: asyncio.Task[None] | None = None
 
     @property
@@ -294,7 +302,12 @@ class StreamedReply(Reply):
         if self._refused(exc):
             return
         error = exc.response.get("error")
-        if segment is not None and error == STOPPED_BY_USER:
+        if segment is None and error in UNSUPPORTED:
+            logger.warning("Run %s: Slack refuses streaming here (%s); the answer is posted when it is done",
+                           self._run_id, error)
+            self._unsupported = self._halted = True
+            self._on_unsupported()
+        elif segment is not None and error == STOPPED_BY_USER:
             segment.state, self._halted = "dead", True
             self._on_stopped()
         elif segment is not None and error in STREAM_OVER:
@@ -362,25 +375,24 @@ class StreamedReply(Reply):
         if self.channel_gone:
             return
         display = self._streamable(final=True)
-        if not self._segments and len(display) <= MESSAGE_LIMIT and not self._tasks:
-            await self._post_final(display)  # nothing streamed yet: one message, no stream to open
+        if not self._segments and (self._unsupported or (len(display) <= MESSAGE_LIMIT and not self._tasks)):
+            await self._post_final(display)
             return
         if not self._halted:
             await self._push(final=True)
         last = self._segments[-1] if self._segments else None
         if last is None or self.channel_gone:
             return
-        note = "\n\n_… the answer goes on: it is too long for Slack, the full text is attached below as `answer.md`._"
         if last.state == "live" and display.startswith(self._emitted()):
             chunks, ids = self._task_chunks()
             if self.truncated:
-                chunks.append({"type": "markdown_text", "text": note})
+                chunks.append({"type": "markdown_text", "text": _TOO_LONG})
             if await self._end(last, blocks=self._closing(), chunks=chunks):
                 last.tasks.extend(ids)
                 return
-        await self._correct(display, note)
+        await self._correct(display)
 
-    async def _correct(self, display: str, note: str) -> None:
+    async def _correct(self, display: str) -> None:
         """Edit every message whose text is not its part of the final answer (and the last one,
         to carry the footer): after an expiry, a Stop in Slack, or a withdrawn error."""
         last = self._segments[-1]
@@ -392,19 +404,27 @@ class StreamedReply(Reply):
             part = display[offset:] if is_last else display[offset:offset + len(segment.shown)]
             offset += len(segment.shown)
             if is_last and len(part) > MESSAGE_LIMIT:
-                part, self._overflow = _cut(part, MESSAGE_LIMIT) + note, True
+                part, self._overflow = _cut(part, MESSAGE_LIMIT) + _TOO_LONG, True
             if is_last or segment.state == "dead" or part != segment.shown:
                 await self._seal(segment, part, last=is_last)
 
     async def _post_final(self, text: str) -> None:
-        """The whole reply as one ordinary message (a run that ended before streaming anything)."""
-        blocks: list[dict[str, Any]] = [{"type": "markdown", "text": text}] if text.strip() else []
-        blocks += self._closing()
-        fallback = self._fallback(text)
-        try:
-            await self._client.chat_postMessage(channel=self.channel, thread_ts=self.thread_ts,
-                                                text=fallback, blocks=blocks)
-        except SlackApiError as exc:
-            if not self._refused(exc):
-                raise
-        self._status_shown = ""  # a reply clears the status (§15)
+        """The whole reply as ordinary messages: a run that ended before it streamed anything
+        (one message, no stream to open), or one in a workspace that refuses streaming."""
+        pieces = split_markdown(text) or [""]
+        if len(pieces) > self._max_messages:
+            pieces, self._overflow = pieces[: self._max_messages], True
+            pieces[-1] += _TOO_LONG
+        context = self._context()
+        for index, piece in enumerate(pieces):
+            blocks: list[dict[str, Any]] = [{"type": "markdown", "text": piece}] if piece.strip() else []
+            if index == len(pieces) - 1:
+                blocks += [context, feedback_buttons(self._run_id)] if context else [feedback_buttons(self._run_id)]
+            try:
+                await self._client.chat_postMessage(channel=self.channel, thread_ts=self.thread_ts,
+                                                    text=self._fallback(piece), blocks=blocks)
+            except SlackApiError as exc:
+                if not self._refused(exc):
+                    raise
+                return
+            self._status_shown = ""  # a reply clears the status (§15)

@@ -107,6 +107,8 @@ class Runner:
         self._users = users
         self._budgets = budgets
         self._team_id: str | None = None
+        #: Slack refused to start a stream (scope, plan, surface): the next replies are edited.
+        self._streaming_refused = False
         self._redactor = redactor
         self._notices = notices
         self._attachments = attachments
@@ -171,7 +173,7 @@ class Runner:
         """Streamed or edited (`MAISON_STREAMING`, ../shared/reference/slack.md §13.2)."""
         common: dict[str, Any] = dict(run_id=run_id, budgets=self._budgets, redactor=self._redactor,
                                       max_messages=self._settings.max_reply_messages)
-        if not streams_natively(self._settings.streaming, prompt.channel):
+        if self._streaming_refused or not streams_natively(self._settings.streaming, prompt.channel):
             return EditedReply(self._client, prompt.channel, prompt.thread_ts, min_interval=self._settings.edit_interval,
                                **common)
 
@@ -183,7 +185,11 @@ class Runner:
                              workspace=self._workspace,
                              rollover=self._settings.stream_rollover,
                              on_stopped=lambda: self._notices.later(stopped_in_slack()),
-                             on_first_message=lambda ts: self._store.start_run(run_id, ts), **common)
+                             on_first_message=lambda ts: self._store.start_run(run_id, ts),
+                             on_unsupported=self._refuse_streaming, **common)
+
+    def _refuse_streaming(self) -> None:
+        self._streaming_refused = True
 
     async def _workspace(self) -> str:
         """The team id a stream in a channel names with its recipient (§13.2), asked once."""
