@@ -217,20 +217,20 @@ class StreamedReply(Reply):
     def _live(self) -> Segment | None:
         return self._segments[-1] if self._segments and self._segments[-1].state == "live" else None
 
-    def _task_chunks(self) -> tuple[list[dict[str, Any]], list[str]]:
-        """task_update chunks for the tool calls whose card changed, and their ids."""
-        chunks, ids = [], []
+    def _task_chunks(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(id, state, task_update chunk) for each tool call whose card changed."""
+        changes = []
         for task_id, task in self._tasks.items():
             state = task.state if self._running or task.state != "running" else "failed"
             if self._task_states.get(task_id) == state:
                 continue
-            chunk = {"type": "task_update", "id": task_id, "title": self._redactor.redact(task.line)[:256],
-                     "status": _TASK_STATUS[state]}
+            # A card's title is plain text: the backticks of the task list's mrkdwn would show.
+            title = self._redactor.redact(task.line).replace("`", "")[:256]
+            chunk = {"type": "task_update", "id": task_id, "title": title, "status": _TASK_STATUS[state]}
             if task.output and state != "running":
                 chunk["output"] = task.output
-            chunks.append(chunk)
-            ids.append(task_id)
-        return chunks, ids
+            changes.append((task_id, state, chunk))
+        return changes
 
     async def _push(self, *, final: bool) -> None:
         """Stream the new text and task changes: into the live message, or a new one when there
@@ -244,8 +244,8 @@ class StreamedReply(Reply):
         display = self._streamable(final=final)
         emitted = self._emitted()
         new = display[len(emitted):] if display.startswith(emitted) else ""  # else: corrected at the end
-        chunks, ids = self._task_chunks()
-        while (new or chunks) and not self._halted and not self.channel_gone:
+        tasks = self._task_chunks()
+        while (new or tasks) and not self._halted and not self.channel_gone:
             segment = self._live()
             full = segment is not None and len(segment.shown) >= MESSAGE_LIMIT
             if segment is None or full:
@@ -256,45 +256,54 @@ class StreamedReply(Reply):
                     await self._end(segment)
                     segment = None
             piece = _cut(new, MESSAGE_LIMIT - (len(segment.shown) if segment else 0))
-            # Text first: what Claude wrote before a tool call (it says why it makes it).
-            sent = ([{"type": "markdown_text", "text": piece}] if piece else []) + chunks
-            segment = await self._send(segment, sent, Priority.FINAL if final else Priority.TEXT)
-            if segment is None:
+            if not await self._send(segment, piece, tasks, Priority.FINAL if final else Priority.TEXT):
                 return  # refused: the state says why (expired, stopped, gone); the next push goes on
-            segment.shown += piece
-            segment.tasks.extend(ids)
-            for task_id in ids:
-                task = self._tasks[task_id]
-                self._task_states[task_id] = task.state if self._running or task.state != "running" else "failed"
-            new, chunks, ids = new[len(piece):], [], []
+            new, tasks = new[len(piece):], []
 
     def _aged(self, segment: Segment) -> bool:
         return time.monotonic() - segment.started >= self._rollover
 
-    async def _send(self, segment: Segment | None, chunks: list[dict[str, Any]],
-                    priority: Priority) -> Segment | None:
-        """Start a new streamed message with `chunks`, or append them to `segment`."""
+    async def _send(self, segment: Segment | None, piece: str, tasks: list[tuple[str, str, dict[str, Any]]],
+                    priority: Priority) -> bool:
+        """Start a new streamed message with `piece` and `tasks`, or append them to `segment`;
+        False if Slack refused."""
+        # Text first: what Claude wrote before a tool call (it says why it makes it).
+        chunks = ([{"type": "markdown_text", "text": piece}] if piece else []) + [chunk for _, _, chunk in tasks]
+        starting = segment is None
         if segment is None:
             segment = Segment(await self._client.chat_stream(
                 channel=self.channel, thread_ts=self.thread_ts, buffer_size=1, recipient_user_id=self._recipient,
                 recipient_team_id=await self._workspace() if self._recipient else None))
-            method = "chat.startStream"
-        else:
-            method = "chat.appendStream"
-        await self._budgets[method].acquire(self.key, priority)
+        await self._budgets["chat.startStream" if starting else "chat.appendStream"].acquire(self.key, priority)
+        # Text goes as a chunk, never through the helper's buffer: a failed call would leave it
+        # there, and the retry would send it twice (§13.1). A call once sent is seen through and
+        # recorded even if the run ends meanwhile: what Slack shows must be what the reply knows.
+        call = asyncio.ensure_future(segment.stream.append(chunks=chunks))
         try:
-            # Text goes as a chunk, never through the helper's buffer: a failed call would
-            # leave it there, and the retry would send it twice (§13.1).
-            await segment.stream.append(chunks=chunks)
+            await asyncio.shield(call)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await call
+                self._record(segment, starting, piece, tasks)
+            raise
         except SlackApiError as exc:
-            self._stream_refused(segment if method == "chat.appendStream" else None, exc)
-            return None
-        if method == "chat.startStream":
+            self._stream_refused(None if starting else segment, exc)
+            return False
+        self._record(segment, starting, piece, tasks)
+        if starting and len(self._segments) == 1:
+            await self._on_first_message(segment.ts)
+        return True
+
+    def _record(self, segment: Segment, starting: bool, piece: str,
+                tasks: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """Slack accepted `piece` and `tasks` into `segment`."""
+        if starting:
             self._segments.append(segment)
             self._status_shown = ""  # a new message in the thread clears its status (§15)
-            if len(self._segments) == 1:
-                await self._on_first_message(segment.ts)
-        return segment
+        segment.shown += piece
+        for task_id, state, _ in tasks:
+            segment.tasks.append(task_id)
+            self._task_states[task_id] = state
 
     def _stream_refused(self, segment: Segment | None, exc: SlackApiError) -> None:
         """What a refused start, append or stop means for the reply; raises what is not Slack's
@@ -384,11 +393,12 @@ class StreamedReply(Reply):
         if last is None or self.channel_gone:
             return
         if last.state == "live" and display.startswith(self._emitted()):
-            chunks, ids = self._task_chunks()
+            tasks = self._task_chunks()
+            chunks = [chunk for _, _, chunk in tasks]
             if self.truncated:
                 chunks.append({"type": "markdown_text", "text": _TOO_LONG})
             if await self._end(last, blocks=self._closing(), chunks=chunks):
-                last.tasks.extend(ids)
+                self._record(last, False, "", tasks)
                 return
         await self._correct(display)
 
