@@ -74,6 +74,12 @@ MIGRATIONS: Sequence[str] = (
         PRIMARY KEY (run_id, user_id)
     );
     """,
+    # 4: an idle sandbox is stopped first and deleted later (its files and conversation are kept
+    # meanwhile); a thread is warned, with a Keep button, before its sandbox is stopped
+    """
+    ALTER TABLE sessions ADD COLUMN stopped_at REAL;
+    ALTER TABLE sessions ADD COLUMN warned_at REAL;
+    """,
 )
 
 #: Adds a user to a thread's participants in one statement: two people writing at once must not
@@ -106,6 +112,14 @@ class Session:
     context_note: str | None = None
     created_at: float = 0.0
     last_active_at: float = 0.0
+    #: When the reaper stopped the sandbox; it counts only if nothing happened since.
+    stopped_at: float | None = None
+    warned_at: float | None = None
+
+    @property
+    def stopped(self) -> bool:
+        """The bot stopped the sandbox for idleness and nobody has used the thread since."""
+        return self.stopped_at is not None and self.stopped_at >= self.last_active_at
 
     @property
     def key(self) -> tuple[str, str]:
@@ -202,6 +216,7 @@ class Store:
             claude_session_id=row["claude_session_id"], started_by=row["started_by"],
             participants=json.loads(row["participants"]), context_note=row["context_note"],
             created_at=row["created_at"], last_active_at=row["last_active_at"],
+            stopped_at=row["stopped_at"], warned_at=row["warned_at"],
         )
 
     async def get_session(self, channel: str, thread_ts: str) -> Session | None:
@@ -250,15 +265,39 @@ class Store:
         async with self._db.execute("SELECT * FROM sessions WHERE sandbox_id IS NOT NULL") as cursor:
             return [self._session(row) for row in await cursor.fetchall()]
 
-    async def idle_sessions(self, idle_before: float) -> list[Session]:
-        """Sessions with a sandbox, idle since `idle_before`, and no queued or running run."""
+    async def _quiet_sessions(self, condition: str, *args: Any) -> list[Session]:
+        """Sessions with a sandbox and no queued or running run that meet `condition`."""
         async with self._db.execute(
-            "SELECT * FROM sessions s WHERE sandbox_id IS NOT NULL AND last_active_at < ?"
+            f"SELECT * FROM sessions s WHERE sandbox_id IS NOT NULL AND ({condition})"
             " AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.channel = s.channel AND r.thread_ts = s.thread_ts"
             "                 AND r.state IN (?, ?))",
-            (idle_before, *LIVE_STATES),
+            (*args, *LIVE_STATES),
         ) as cursor:
             return [self._session(row) for row in await cursor.fetchall()]
+
+    async def idle_sessions(self, idle_before: float) -> list[Session]:
+        """Sessions whose sandbox runs (not stopped by the reaper since their last activity),
+        idle since `idle_before`."""
+        return await self._quiet_sessions(
+            "last_active_at < ? AND (stopped_at IS NULL OR stopped_at < last_active_at)", idle_before)
+
+    async def sessions_to_warn(self, warn_before: float) -> list[Session]:
+        """Running sandboxes idle since `warn_before` whose thread was not warned since."""
+        return await self._quiet_sessions(
+            "last_active_at < ? AND (stopped_at IS NULL OR stopped_at < last_active_at)"
+            " AND (warned_at IS NULL OR warned_at < last_active_at)", warn_before)
+
+    async def expired_sessions(self, stopped_before: float) -> list[Session]:
+        """Sandboxes the reaper stopped before `stopped_before`, unused since."""
+        return await self._quiet_sessions("stopped_at >= last_active_at AND stopped_at < ?", stopped_before)
+
+    async def mark_stopped(self, channel: str, thread_ts: str, sandbox_id: str) -> None:
+        await self._write("UPDATE sessions SET stopped_at = ? WHERE channel = ? AND thread_ts = ? AND sandbox_id = ?",
+                          (time.time(), channel, thread_ts, sandbox_id))
+
+    async def mark_warned(self, channel: str, thread_ts: str) -> None:
+        await self._write("UPDATE sessions SET warned_at = ? WHERE channel = ? AND thread_ts = ?",
+                          (time.time(), channel, thread_ts))
 
     # -- runs ------------------------------------------------------------------------------
 

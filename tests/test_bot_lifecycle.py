@@ -280,7 +280,7 @@ async def test_file_command_posts_a_sandbox_file(bot):
 
 
 async def test_reaper_deletes_idle_sandbox_and_next_message_starts_fresh(bot_env):
-    await bot_env.start(idle_timeout=1, reap_interval=0.2)
+    await bot_env.start(idle_timeout=1, reap_interval=0.2, retention=0)
     ts, _ = await start_thread(bot_env, "remember OSPREY")
     first = await sandbox_of(bot_env, ts)
 
@@ -300,7 +300,7 @@ async def test_reaper_deletes_idle_sandbox_and_next_message_starts_fresh(bot_env
 
 
 async def test_reaper_never_reaps_a_running_thread(bot_env):
-    await bot_env.start(idle_timeout=1, reap_interval=0.2)
+    await bot_env.start(idle_timeout=1, reap_interval=0.2, retention=0)
     ts, reply, sandbox_id = await hanging_run(bot_env, None, "very long task")
 
     await asyncio.sleep(2.5)  # more than idle_timeout + several sweeps

@@ -40,7 +40,7 @@ SANDBOX_DELETE = r"^/api/sandbox/[^/]+$"
 
 
 async def test_a_message_during_a_slow_reaper_delete_is_answered_in_a_fresh_sandbox(bot_env):
-    await bot_env.start(idle_timeout=1, reap_interval=0.2)
+    await bot_env.start(idle_timeout=1, reap_interval=0.2, retention=0)
     ts, _ = await start_thread(bot_env, "remember OSPREY")
     first = await sandbox_of(bot_env, ts)
     bot_env.daytona.inject("DELETE", SANDBOX_DELETE, None, delay=2.0)
@@ -60,7 +60,7 @@ async def test_a_message_during_a_slow_reaper_delete_is_answered_in_a_fresh_sand
 
 
 async def test_idle_owners_are_dropped_from_memory(bot_env):
-    app = await bot_env.start(idle_timeout=1, reap_interval=0.2)
+    app = await bot_env.start(idle_timeout=1, reap_interval=0.2, retention=0)
     threads = [(await start_thread(bot_env, f"thread {n}"))[0] for n in range(3)]
     for ts in threads:  # an owner keeps its thread's sandbox handle until the sandbox is reaped
         await said(bot_env, ts, ":zzz:")

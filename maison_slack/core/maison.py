@@ -167,8 +167,12 @@ class Maison:
         run_timeout: float | None = None,
         model: str | None = None,
         start_timeout: float = 120,
+        restore_timeout: float = 1800,
     ) -> MaisonSandbox:
-        """Re-attach to an existing sandbox by id, starting it if Daytona stopped it.
+        """Re-attach to an existing sandbox by id, starting it if it was stopped or archived.
+
+        An archived sandbox's files come back from object storage first, which takes minutes for
+        a large one (../shared/reference/daytona.md §20.2): `restore_timeout` applies then.
 
         Raises `SandboxGoneError` if it no longer exists (or is being destroyed). A client
         that replaces one that died mid-run should call `kill_stale_runs()` on the result:
@@ -183,7 +187,8 @@ class Maison:
                 raise SandboxGoneError(f"Sandbox {sandbox_id} is {state}")
             if state != "started":
                 logger.info("Starting sandbox %s (was %s)", sandbox_id, state)
-                await call(f"Starting sandbox {sandbox_id}", lambda: raw.start(timeout=start_timeout))
+                timeout = restore_timeout if state == "archived" else start_timeout
+                await call(f"Starting sandbox {sandbox_id}", lambda: raw.start(timeout=timeout))
         except BaseException:
             if owns_client:
                 await client.close()
@@ -232,6 +237,16 @@ class Maison:
             return found
 
         return await call("Listing sandboxes", collect)
+
+    @staticmethod
+    async def stop_sandbox(sandbox_id: str, *, daytona: AsyncDaytona, timeout: float = 120) -> bool:
+        """Stop a sandbox by id, keeping its files (Daytona may archive it later: cheap storage,
+        ../shared/reference/daytona.md §20.2); False if it was not running."""
+        raw = await call(f"Finding sandbox {sandbox_id}", lambda: daytona.get(sandbox_id))
+        if str(getattr(raw.state, "value", raw.state)) != "started":
+            return False
+        await call(f"Stopping sandbox {sandbox_id}", lambda: raw.stop(timeout=timeout))
+        return True
 
     @staticmethod
     async def delete_sandbox(sandbox_id: str, *, daytona: AsyncDaytona) -> bool:

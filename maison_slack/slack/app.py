@@ -45,7 +45,7 @@ class MaisonApp:
             budgets=budgets,
         )
         self.reaper = Reaper(store=store, sandboxes=self.sandboxes, conversations=self.conversations,
-                             idle_timeout=settings.idle_timeout, interval=settings.reap_interval)
+                             settings=settings)
         self.recovery = Recovery(store=store, client=client, sandboxes=self.sandboxes,
                                  conversations=self.conversations, budgets=budgets)
         self.app = AsyncApp(client=client)

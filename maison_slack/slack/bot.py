@@ -26,7 +26,7 @@ HELP = """*Maison runs Claude Code for your team, one sandbox per thread.*
 • Reply in the thread to continue the conversation; anyone in the channel can join in.
 • In a thread: `stop` stops the running task, `reset` deletes the sandbox and starts over, `file <path>` posts a file from the sandbox (one path, or a path in backticks).
 • `/maison <task>` starts a session, `/maison list` shows this channel's sessions, `/maison status` shows what is running.
-Idle sandboxes are deleted automatically; the next message in the thread starts a fresh one."""
+Idle sandboxes are stopped (you are warned first, with a Keep button) and wake up with their files when you write again; stopped ones are deleted after a while."""
 
 #: `file <path>` only when the argument is one path-like token or a path in backticks: "file a bug
 #: report about…" and "get the failing tests green" are prompts, not commands.

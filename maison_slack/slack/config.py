@@ -60,6 +60,7 @@ class Settings:
     key_in_sandbox: str = "secret"
     allowed_domains: tuple[str, ...] = ()
     streaming: str = "auto"
+    retention: float = 86400.0
     stream_rollover: float = 240.0
 
     def secrets(self, environ: Mapping[str, str] = os.environ) -> list[str]:
@@ -195,6 +196,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         key_in_sandbox=choice("MAISON_KEY_IN_SANDBOX", ("secret", "env")),
         allowed_domains=domains("MAISON_ALLOWED_DOMAINS"),
         streaming=choice("MAISON_STREAMING", ("auto", "native", "edits")),
+        retention=number("MAISON_RETENTION", Settings.retention, 0),
         # Slack ends a stream about 5 minutes after it starts (../shared/reference/slack.md §13.1).
         stream_rollover=number("MAISON_STREAM_ROLLOVER", Settings.stream_rollover, 1),
     )

@@ -17,6 +17,7 @@ from maison_slack.core.errors import MaisonError, NotARegularFileError
 from maison_slack.core.sandbox import MaisonSandbox
 from maison_slack.slack.attachments import Attachments
 from maison_slack.slack.config import Settings
+from maison_slack.slack.idle import IdleThreads
 from maison_slack.slack.notices import ACK_REACTION, QUEUED_REACTION, Notices
 from maison_slack.slack.owner import ThreadKey, ThreadOwner, Threads
 from maison_slack.slack.redact import Redactor
@@ -24,7 +25,7 @@ from maison_slack.slack.budget import Budgets
 from maison_slack.slack.runs import Prompt, Runner
 from maison_slack.slack.sandboxes import Sandboxes
 from maison_slack.slack.users import UserNames
-from maison_slack.storage import Run, Session, Store, message_key
+from maison_slack.storage import Run, Store, message_key
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ class Conversations:
                               budgets=budgets, redactor=self.redactor, notices=self.notices,
                               attachments=self._attachments)
         self.threads = Threads()
+        #: What the reaper asks of idle threads, and the Keep button.
+        self.idle = IdleThreads(settings=settings, store=store, sandboxes=sandboxes, threads=self.threads,
+                                notices=self.notices)
         self._holding = False
 
     # -- prompts -----------------------------------------------------------------------------
@@ -172,65 +176,6 @@ class Conversations:
                 return None
             owner.sandbox = await self._sandboxes.attach(session.sandbox_id, session.claude_session_id)
         return owner.sandbox
-
-    # -- the reaper's requests -----------------------------------------------------------------
-
-    async def reap_if_idle(self, session: Session, idle_before: float) -> bool:
-        """Delete the thread's sandbox if it is still idle when the owner gets to it.
-
-        Checked and done as one job of the owner: a prompt that arrives meanwhile waits for the
-        deletion and then gets a fresh sandbox. Returns whether the sandbox was deleted.
-        """
-        owner = self.threads.owner(session.key)
-        if owner.busy:
-            return False
-        return await owner.post(lambda: self._reap(owner, session.sandbox_id, idle_before))
-
-    async def _reap(self, owner: ThreadOwner, sandbox_id: str | None, idle_before: float) -> bool:
-        session = await self._store.get_session(*owner.key)
-        if session is None or session.sandbox_id != sandbox_id or sandbox_id is None:
-            return False  # reset or replaced meanwhile
-        if session.last_active_at >= idle_before or owner.waiting:
-            return False  # used meanwhile
-        try:
-            await self._sandboxes.delete(sandbox_id)
-        except MaisonError as exc:
-            logger.warning("Could not reap sandbox %s: %s", sandbox_id, exc)
-            return False
-        owner.sandbox = None
-        await self._store.forget_sandbox(*owner.key, sandbox_id, context_note="reaped")
-        minutes = max(1, round(self._settings.idle_timeout / 60))
-        try:  # in the job, so the notice comes before the answer to a prompt that was waiting
-            await self.notices.say(owner.key, f":zzz: This thread's sandbox was deleted after {minutes} min "
-                                              "without activity. Send a message to continue in a fresh sandbox "
-                                              "(earlier context will be gone).")
-        except SlackApiError as exc:
-            logger.warning("Could not post the reap notice in %s: %s", owner.key, exc)
-        return True
-
-    async def delete_if_orphan(self, key: ThreadKey | None, sandbox_id: str) -> bool:
-        """Delete a sandbox of this bot that its thread does not use (left by a crash between
-        creating a sandbox and recording it). Asked of the thread's owner, which is busy while it
-        creates one, so a sandbox being created is never taken for an orphan."""
-        if key is None:
-            return await self._delete_orphan(None, sandbox_id)
-        owner = self.threads.owner(key)
-        if owner.busy:
-            return False
-        return await owner.post(lambda: self._delete_orphan(key, sandbox_id))
-
-    async def _delete_orphan(self, key: ThreadKey | None, sandbox_id: str) -> bool:
-        if key is not None:
-            session = await self._store.get_session(*key)
-            if session is not None and session.sandbox_id == sandbox_id:
-                return False
-        logger.info("Deleting orphan sandbox %s (thread %s)", sandbox_id, key)
-        try:
-            await self._sandboxes.delete(sandbox_id)
-        except MaisonError as exc:
-            logger.warning("Could not delete orphan sandbox %s: %s", sandbox_id, exc)
-            return False
-        return True
 
     # -- what people see in /maison ---------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable
+from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -40,8 +41,9 @@ class Notices:
         """`text` the bot writes, made fit for Slack: no secret, no broadcast ping."""
         return neutralize_broadcasts(self._redactor.redact(text))
 
-    async def say(self, key: ThreadKey, text: str) -> None:
-        await self._client.chat_postMessage(channel=key[0], thread_ts=key[1], text=self.safe(text))
+    async def say(self, key: ThreadKey, text: str, *, blocks: list[dict[str, Any]] | None = None) -> None:
+        """Post `text` in the thread (`blocks`, if given, are the bot's own: shown instead)."""
+        await self._client.chat_postMessage(channel=key[0], thread_ts=key[1], text=self.safe(text), blocks=blocks)
 
     async def react(self, channel: str, ts: str, name: str) -> None:
         """Decoration: skipped when the reactions budget is spent (a burst of follow-ups), and a

@@ -84,7 +84,8 @@ class Sandboxes:
             labels={**self._labels, THREAD_LABEL: thread_label(channel, thread_ts)},
             env_vars=extra_env,
             auto_stop_interval=idle_minutes,
-            auto_delete_interval=24 * 60,
+            # Minutes after a stop: the bot deletes at the end of `MAISON_RETENTION` itself.
+            auto_delete_interval=int(settings.retention // 60) + 60,
             daytona=self._daytona,
             run_timeout=settings.run_timeout,
             model=settings.model,
@@ -95,6 +96,9 @@ class Sandboxes:
             sandbox_id, daytona=self._daytona, claude_session_id=claude_session_id,
             run_timeout=self._settings.run_timeout, model=self._settings.model,
         )
+
+    async def stop(self, sandbox_id: str) -> bool:
+        return await Maison.stop_sandbox(sandbox_id, daytona=self._daytona)
 
     async def delete(self, sandbox_id: str) -> bool:
         return await Maison.delete_sandbox(sandbox_id, daytona=self._daytona)
