@@ -189,6 +189,10 @@ class MaisonSandbox:
     def state(self) -> str:
         return str(getattr(self._sandbox.state, "value", self._sandbox.state))
 
+    async def set_labels(self, labels: dict[str, str]) -> None:
+        """Replace the sandbox's labels (what it is for, for whoever lists sandboxes)."""
+        await call("Labelling the sandbox", lambda: self._sandbox.set_labels(labels))
+
     async def refresh_state(self) -> str:
         """Ask Daytona for the sandbox's state now; raises `SandboxGoneError` if it no longer exists."""
         await call("Checking the sandbox", self._sandbox.refresh_data)

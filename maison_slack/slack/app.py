@@ -76,6 +76,7 @@ class MaisonApp:
             await store.close()
             raise
         await bot.recovery.recover()
+        await bot.sandboxes.start_pool()
         bot.reaper.start()
         await bot.handler.connect_async()
         logger.info("maison-slack is connected (database %s)", settings.db_path)

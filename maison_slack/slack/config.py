@@ -61,6 +61,7 @@ class Settings:
     allowed_domains: tuple[str, ...] = ()
     streaming: str = "auto"
     retention: float = 86400.0
+    warm_pool: int = 0
     stream_rollover: float = 240.0
 
     def secrets(self, environ: Mapping[str, str] = os.environ) -> list[str]:
@@ -197,6 +198,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         allowed_domains=domains("MAISON_ALLOWED_DOMAINS"),
         streaming=choice("MAISON_STREAMING", ("auto", "native", "edits")),
         retention=number("MAISON_RETENTION", Settings.retention, 0),
+        warm_pool=int(number("MAISON_WARM_POOL", Settings.warm_pool, 0)),
         # Slack ends a stream about 5 minutes after it starts (../shared/reference/slack.md §13.1).
         stream_rollover=number("MAISON_STREAM_ROLLOVER", Settings.stream_rollover, 1),
     )

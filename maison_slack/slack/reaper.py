@@ -15,6 +15,7 @@ import time
 
 from maison_slack.slack.config import Settings
 from maison_slack.slack.conversations import Conversations
+from maison_slack.slack.pool import POOL_LABEL
 from maison_slack.slack.sandboxes import THREAD_LABEL, Sandboxes, parse_thread_label
 from maison_slack.storage import Store
 
@@ -68,5 +69,7 @@ class Reaper:
         known = {s.sandbox_id for s in await self._store.sessions_with_sandbox()}
         for sandbox in sandboxes:
             if sandbox.id in known or sandbox.state in ("destroyed", "destroying"):
+                continue
+            if sandbox.labels.get(POOL_LABEL) and self._sandboxes.pool.spares(sandbox.id):
                 continue
             await self._idle.delete_if_orphan(parse_thread_label(sandbox.labels.get(THREAD_LABEL)), sandbox.id)

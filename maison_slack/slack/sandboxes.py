@@ -7,9 +7,11 @@ import logging
 from daytona import AsyncDaytona, DaytonaConfig
 
 from maison_slack.core.credentials import SandboxCredentials, SecretsUnavailableError, api_host
+from maison_slack.core.errors import MaisonError
 from maison_slack.core.maison import Maison, SandboxInfo
 from maison_slack.core.sandbox import MaisonSandbox
 from maison_slack.slack.config import Settings
+from maison_slack.slack.pool import POOL_LABEL, WarmPool
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ class Sandboxes:
         ))
         self._labels = {INSTANCE_LABEL: settings.instance}
         self._credentials: SandboxCredentials | None = None
+        self.pool = WarmPool(settings.warm_pool, lambda: self._make({**self._labels, POOL_LABEL: "ready"}))
 
     @property
     def uses_secrets(self) -> bool:
@@ -67,9 +70,27 @@ class Sandboxes:
                     api_host(self._settings.anthropic_base_url))
 
     async def close(self) -> None:
+        await self.pool.close()
         await self._daytona.close()
 
+    async def start_pool(self) -> None:
+        """Fill the warm pool from now on, taking back the ready members an earlier run left."""
+        adopted = []
+        if self.pool.size:
+            try:
+                for info in await self.list():
+                    if info.labels.get(POOL_LABEL) and info.state == "started" and len(adopted) < self.pool.size:
+                        adopted.append(await self.attach(info.id, None))
+            except MaisonError as exc:  # the pool fills itself anyway; the sweep deletes the rest
+                logger.warning("Could not take back the warm pool's sandboxes: %s", exc)
+        self.pool.start(adopted)
+
     async def create(self, channel: str, thread_ts: str) -> MaisonSandbox:
+        """A sandbox for the thread: a warm pool member if one is ready, else a new one."""
+        labels = {**self._labels, THREAD_LABEL: thread_label(channel, thread_ts)}
+        return await self.pool.take(labels) or await self._make(labels)
+
+    async def _make(self, labels: dict[str, str]) -> MaisonSandbox:
         settings = self._settings
         extra_env = {"ANTHROPIC_BASE_URL": settings.anthropic_base_url} if settings.anthropic_base_url else {}
         # Daytona's own auto-stop/auto-delete are a safety net behind the bot's reaper.
@@ -81,7 +102,7 @@ class Sandboxes:
             credentials=self._credentials,
             domain_allow_list=domains,
             snapshot=settings.snapshot,
-            labels={**self._labels, THREAD_LABEL: thread_label(channel, thread_ts)},
+            labels=labels,
             env_vars=extra_env,
             auto_stop_interval=idle_minutes,
             # Minutes after a stop: the bot deletes at the end of `MAISON_RETENTION` itself.

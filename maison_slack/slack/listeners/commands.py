@@ -60,6 +60,9 @@ async def status(services: Services) -> str:
     sessions = await services.store.sessions_with_sandbox()
     lines = [f"*Maison status:* {len(sessions)} session(s) with a sandbox, "
              f"{counts['running']} run(s) running, {counts['queued']} queued."]
+    pool = services.sandboxes.pool
+    if pool.size:
+        lines.append(f"Warm pool: {pool.ready} of {pool.size} sandbox(es) ready for new threads.")
     try:
         sandboxes = await services.sandboxes.list()
     except MaisonError as exc:
