@@ -1,4 +1,4 @@
-"""`python -m maison_slack` runs the Slack bot."""
+"""`python -m maison_slack` is `maison-slack`: the bot, or `python -m maison_slack doctor`."""
 
 from maison_slack.slack.app import main
 

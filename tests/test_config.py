@@ -57,7 +57,7 @@ class TestAllowLists:
         for name, value in {**REQUIRED, "MAISON_ALLOWED_USERS": ",", "MAISON_ALLOWED_CHANNELS": "dev"}.items():
             monkeypatch.setenv(name, value)
         with pytest.raises(SystemExit) as exited:
-            main()
+            main([])
         assert exited.value.code == 2
         err = capsys.readouterr().err
         assert "MAISON_ALLOWED_USERS is set but names no user" in err

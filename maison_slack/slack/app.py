@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
 import signal
 import sys
+from collections.abc import Sequence
 
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
@@ -18,9 +20,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from maison_slack.core.credentials import SecretsUnavailableError
 from maison_slack.core.errors import MaisonError
-from maison_slack.slack import listeners
+from maison_slack.slack import doctor, listeners
 from maison_slack.slack.bot import Services
-from maison_slack.slack.config import ConfigError, Settings, load_settings
+from maison_slack.slack.config import ConfigError, Settings, load_settings, print_config_problems
 from maison_slack.slack.conversations import Conversations
 from maison_slack.slack.reaper import Reaper
 from maison_slack.slack.recovery import Recovery
@@ -108,14 +110,34 @@ async def serve(settings: Settings) -> None:
         await bot.stop()
 
 
-def main() -> None:
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """`maison-slack [run | doctor]`: no command runs the bot, as it always has (Procfile)."""
+    parser = argparse.ArgumentParser(
+        prog="maison-slack",
+        description="Run Claude Code from Slack, one Daytona sandbox per thread. Configured by environment "
+                    "variables (see README.md).")
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="{run,doctor}")
+    commands.add_parser("run", help="run the bot (the default when no command is given)")
+    commands.add_parser("doctor", help="check the configuration, Slack, Daytona and Anthropic, print a table "
+                                       "and exit: 0 if every check passes, 1 if one fails, 2 if the "
+                                       "configuration does not load")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of `maison-slack` and `python -m maison_slack`."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "doctor":
+        sys.exit(doctor.main())
+    run()
+
+
+def run() -> None:
+    """Run the bot until SIGINT or SIGTERM; exit 2 on a setup problem, 1 on a service failure."""
     try:
         settings = load_settings(os.environ)
     except ConfigError as exc:
-        print("maison-slack: cannot start, the configuration has problems:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  - {problem}", file=sys.stderr)
-        print("Set these environment variables (see README.md) and start again.", file=sys.stderr)
+        print_config_problems(exc)
         sys.exit(2)
     logging.basicConfig(level=os.environ.get("MAISON_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TextIO
 
 from maison_slack.core.credentials import CUSTOM_HEADERS, api_host, custom_headers
 from maison_slack.core.maison import FORWARDED_ENV_PREFIXES
@@ -211,3 +213,17 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     if not settings["slack_api_url"].endswith("/"):
         settings["slack_api_url"] += "/"
     return Settings(**settings)
+
+
+def print_config_problems(error: ConfigError, who: str = "maison-slack: cannot start",
+                          file: TextIO | None = None) -> None:
+    """Tell the user every problem at once and where the variables are described.
+
+    One text for the bot's start and `maison-slack doctor`, so both say the same thing; `who`
+    opens the first line.
+    """
+    out = file if file is not None else sys.stderr
+    print(f"{who}, the configuration has problems:", file=out)
+    for problem in error.problems:
+        print(f"  - {problem}", file=out)
+    print("Set these environment variables (see README.md) and start again.", file=out)

@@ -7,7 +7,9 @@ double: one aiohttp server on 127.0.0.1 serving
 * socket.io events under ``/api/socket.io`` (without them every SDK state wait costs 1 s),
 * the toolbox (the in-sandbox daemon, reached through the proxy) under ``/toolbox/{id}``,
 * organization Secrets under ``/api/secret`` and per-sandbox secrets and network policy
-  (§14, §15), enforced by one egress proxy per sandbox (``tests/doubles/egress.py``).
+  (§14, §15), enforced by one egress proxy per sandbox (``tests/doubles/egress.py``),
+* read-only snapshot lookups (``/api/snapshots``, §16.2) and the organization's regions
+  (``/api/regions``).
 
 A sandbox is a temporary directory whose ``home/daytona`` is both the user home and the
 work dir; commands are local subprocesses with a minimal environment. The wire contract
@@ -37,6 +39,7 @@ import grp
 import ipaddress
 import json
 import logging
+import math
 import os
 import pwd
 import re
@@ -212,10 +215,16 @@ def _shell() -> str:
 
 @dataclass
 class SnapshotSpec:
-    """What an image provides: extra PATH dirs (e.g. where `claude` lives) and image env."""
+    """What an image provides: extra PATH dirs (e.g. where `claude` lives) and image env.
+
+    `general`: one of Daytona's own snapshots (like `daytona-small`), which every organization
+    can create sandboxes from and list, but not `GET` by name: the public server source
+    (`SnapshotAccessGuard`) answers 404 unless the organization ids match. Some later servers
+    let general snapshots through; the double keeps the stricter answer."""
 
     path: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    general: bool = False
 
 
 @dataclass
@@ -441,7 +450,7 @@ class DaytonaDouble:
         target: str = "us",
     ) -> None:
         self.api_key = api_key
-        self.snapshots = snapshots if snapshots is not None else {"daytona-small": SnapshotSpec()}
+        self.snapshots = snapshots if snapshots is not None else {"daytona-small": SnapshotSpec(general=True)}
         self.start_delay = start_delay
         self.autostop_seconds_per_minute = autostop_seconds_per_minute
         self.target = target
@@ -851,6 +860,9 @@ class DaytonaDouble:
                 web.post(api + "/{id}/last-activity", self._last_activity),
                 web.get(api + "/{id}/toolbox-proxy-url", self._toolbox_url),
                 web.get(api + "/{id}/ports/{port}/preview-url", self._preview_url),
+                web.get("/api/snapshots", self._snapshot_list),
+                web.get("/api/snapshots/{id}", self._snapshot_get),
+                web.get("/api/regions", self._regions),
                 web.get(tb + "/user-home-dir", self._home_dir),
                 web.get(tb + "/work-dir", self._home_dir),
                 web.post(tb + "/process/execute", self._execute),
@@ -1063,6 +1075,62 @@ class DaytonaDouble:
         return web.json_response(
             {"sandboxId": sb.id, "url": f"http://127.0.0.1:{self.port}/preview/{port}-{sb.id}", "token": "preview-token"}
         )
+
+    # ----------------------------------------------------------------- snapshots and regions (read-only)
+
+    def _snapshot_dto(self, name: str, spec: SnapshotSpec) -> dict[str, Any]:
+        """SnapshotDto with every required field (`daytona_api_client_async/models/snapshot_dto.py`)."""
+        created = "2026-01-01T00:00:00.000Z"
+        return {
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"daytona-double/snapshot/{name}")),
+            "organizationId": None if spec.general else self.organization_id,
+            "general": spec.general,
+            "name": name,
+            "imageName": f"daytonaio/{name}:double",
+            "state": "active",
+            "size": 1,
+            "entrypoint": ["sleep", "infinity"],
+            "cpu": 1,
+            "gpu": 0,
+            "mem": 1,
+            "disk": 3,
+            "errorReason": None,
+            "createdAt": created,
+            "updatedAt": created,
+            "lastUsedAt": None,
+            "sourceSandboxId": None,
+            "regionIds": [self.target],
+        }
+
+    async def _snapshot_get(self, request: web.Request) -> web.Response:
+        """`GET /snapshots/{idOrName}`: the organization's own snapshots only (see SnapshotSpec)."""
+        wanted = request.match_info["id"]
+        for name, spec in self.snapshots.items():
+            dto = self._snapshot_dto(name, spec)
+            if not spec.general and wanted in (name, dto["id"]):
+                return web.json_response(dto)
+        raise api_error(request, 404, f"Snapshot with ID or name {wanted} not found")
+
+    async def _snapshot_list(self, request: web.Request) -> web.Response:
+        """`GET /snapshots?page=&limit=`: the organization's snapshots, then the general ones."""
+        try:
+            page = int(request.query.get("page", "1"))
+            limit = int(request.query.get("limit", "10"))
+        except ValueError:
+            raise validation_error(request, "page must be an integer", "limit must be an integer") from None
+        if page < 1 or not 1 <= limit <= 200:
+            raise validation_error(request, "page must not be less than 1", "limit must not be greater than 200")
+        ordered = sorted(self.snapshots.items(), key=lambda item: (item[1].general, item[0]))
+        items = [self._snapshot_dto(name, spec) for name, spec in ordered]
+        return web.json_response({"items": items[(page - 1) * limit : page * limit], "total": len(items),
+                                  "page": page, "totalPages": math.ceil(len(items) / limit)})
+
+    async def _regions(self, request: web.Request) -> web.Response:
+        """`GET /regions` (listAvailableRegions): the regions this organization may use; here
+        the double's one `target`, a shared region whose id is its name."""
+        created = "2026-01-01T00:00:00.000Z"
+        return web.json_response([{"id": self.target, "name": self.target, "organizationId": None,
+                                   "regionType": "shared", "createdAt": created, "updatedAt": created}])
 
     # ----------------------------------------------------------------- secrets (§14)
 
@@ -1833,7 +1901,7 @@ async def daytona_double(claude_bin_dir: Path, monkeypatch: pytest.MonkeyPatch) 
     NO_PROXY is set because the SDK's aiohttp session uses trust_env=True."""
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    double = DaytonaDouble(snapshots={"daytona-small": SnapshotSpec(path=[str(claude_bin_dir)])})
+    double = DaytonaDouble(snapshots={"daytona-small": SnapshotSpec(path=[str(claude_bin_dir)], general=True)})
     await double.start()
     try:
         yield double

@@ -95,6 +95,12 @@ SLASH_ACK_DEADLINE = 3.0  # seconds; a later ack is ignored by Slack ("operation
 MAX_EVENT_RETRIES = 3
 RESPONSE_URL_USES = 5
 MAX_WEBSOCKETS = 10
+#: The bot scopes an app installed from the repository's manifest.yml is granted; Slack names a
+#: token's scopes in the ``x-oauth-scopes`` header of every Web API answer (reference §3, §11).
+BOT_SCOPES = ("app_mentions:read", "channels:history", "groups:history", "im:history", "chat:write",
+              "commands", "reactions:write", "files:read", "files:write", "users:read")
+#: An app-level token's scopes (the one the README has you generate).
+APP_TOKEN_SCOPES = ("connections:write",)
 
 #: Rate tiers per method, requests per minute (reference §6; Java SDK MethodsRateLimits).
 TIER_1, TIER_2, TIER_3, TIER_4 = 1, 20, 50, 100
@@ -855,6 +861,14 @@ class SlackDouble(StreamingMixin):
         self.deleted: list[Message] = []
         self.connections_opened = 0
         self.not_member: set[str] = set()  # channels the bot is not in
+        #: Scopes the bot token was granted (``x-oauth-scopes``); a test removes one to model
+        #: an app installed before that scope was added to its configuration.
+        self.bot_scopes: list[str] = list(BOT_SCOPES)
+        #: False models an app whose Socket Mode is turned off: a new WebSocket gets Slack's
+        #: ``disconnect`` with reason ``link_disabled`` (reference §4.6) instead of ``hello``,
+        #: and is closed. (Whether Slack refuses ``apps.connections.open`` first is not
+        #: documented; ``inject("apps.connections.open", error=...)`` covers that case.)
+        self.socket_mode_enabled = True
 
         self._channels: dict[str, list[Message]] = {}
         self._index: dict[tuple[str, str], Message] = {}
@@ -1293,8 +1307,8 @@ class SlackDouble(StreamingMixin):
             result = await handler(call.args, token)
         except _Fail as err:
             return self._fail(call, err.error, **err.extra)
-        headers = {"x-oauth-scopes": "app_mentions:read,channels:history,chat:write,commands"}
-        return self._json({"ok": True, **result}, headers=headers)
+        scopes = APP_TOKEN_SCOPES if token == self.app_token else self.bot_scopes
+        return self._json({"ok": True, **result}, headers={"x-oauth-scopes": ",".join(scopes)})
 
     def _auth_error(self, method: str, token: str) -> str | None:
         """Slack's error for a missing or wrong token (app tokens only open connections)."""
@@ -1919,6 +1933,11 @@ class SlackDouble(StreamingMixin):
         conn = _Connection(ws, ticket, self.connections_opened)
         self._connections.append(conn)
         try:
+            if not self.socket_mode_enabled:
+                await conn.send({"type": "disconnect", "reason": "link_disabled",
+                                 "debug_info": {"host": "applink-double"}})  # fmt: skip
+                await ws.close()
+                return ws
             live = [c for c in self._connections if not c.ws.closed]
             await conn.send(
                 {
