@@ -244,6 +244,18 @@ class Store:
             (context_note, channel, thread_ts, sandbox_id),
         ) == 1
 
+    async def fork_session(self, source: tuple[str, str], copy: tuple[str, str], sandbox_id: str,
+                           user_id: str) -> None:
+        """A new thread `copy` that continues `source`'s conversation in the sandbox `sandbox_id`
+        (a fork of `source`'s): same Claude session, started by `user_id`."""
+        now = time.time()
+        await self._write(
+            "INSERT INTO sessions (channel, thread_ts, sandbox_id, claude_session_id, started_by, participants,"
+            " created_at, last_active_at) SELECT ?, ?, ?, claude_session_id, ?, json_array(?), ?, ?"
+            " FROM sessions WHERE channel = ? AND thread_ts = ?",
+            (*copy, sandbox_id, user_id, user_id, now, now, *source),
+        )
+
     async def set_claude_session(self, channel: str, thread_ts: str, claude_session_id: str | None) -> None:
         await self._write(
             "UPDATE sessions SET claude_session_id = ?, last_active_at = ? WHERE channel = ? AND thread_ts = ?",

@@ -168,6 +168,10 @@ def test_only_unambiguous_words_are_commands():
     assert parse_thread_command("Reset!").name == "reset"
     assert parse_thread_command("file out/report.csv").argument == "out/report.csv"
     assert parse_thread_command("file `my report.csv`").argument == "my report.csv"
+    assert parse_thread_command("fork").name == "fork"
+    assert parse_thread_command("preview 3000").argument == "3000"
+    assert parse_thread_command("preview the landing page") is None
+    assert parse_thread_command("preview 70000") is None
     for prompt in ("get the failing tests green and push", "file a bug report about the login page",
                    "restart", "get app.py", "cancel the migration", "file"):
         assert parse_thread_command(prompt) is None, prompt

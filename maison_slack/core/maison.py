@@ -38,7 +38,12 @@ SANDBOX_ENV = {"IS_SANDBOX": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1
 #: Installs into a prefix under $HOME (no sudo, nothing global); runs put its bin dir on PATH.
 INSTALL_SCRIPT = (
     "export PATH=\"$HOME/.maison/npm/bin:$PATH\"; "
-    "if command -v claude >/dev/null 2>&1; then claude --version; exit 0; fi; "
+    "if command -v claude >/dev/null 2>&1; then "
+    "  found=$(claude --version 2>/dev/null | head -n 1); "
+    "  case \"$found\" in \"{version} \"*|\"{version}\") echo \"$found\"; exit 0;; esac; "
+    "  if [ \"{pin}\" != 1 ]; then echo \"$found\"; exit 0; fi; "
+    "  echo \"Claude Code $found is not {version}\"; "
+    "fi; "
     "if ! command -v npm >/dev/null 2>&1; then "
     "  echo 'Installing Node.js'; "
     "  (curl -fsSL https://deb.nodesource.com/setup_22.x | sudo -E bash - && sudo apt-get install -y nodejs) 2>&1 "
@@ -96,6 +101,7 @@ class Maison:
         daytona: AsyncDaytona | None = None,
         daytona_config: DaytonaConfig | None = None,
         claude_code_version: str = CLAUDE_CODE_VERSION,
+        pin_claude_code: bool = False,
         create_timeout: float = 180,
         install_timeout: int = 900,
         run_timeout: float | None = None,
@@ -115,8 +121,11 @@ class Maison:
         traffic to those domains (Daytona allows at most 10). Intervals are in minutes: the
         sandbox stops after `auto_stop_interval` idle minutes and is deleted
         `auto_delete_interval` minutes after stopping, a safety net should the caller never
-        `close()` it. Raises `ValueError` without any credential (before anything is created)
-        and `InstallError` (a `RuntimeError`) when the install fails, after deleting the sandbox.
+        `close()` it. Claude Code is installed (`claude_code_version`) where the snapshot lacks
+        it; a snapshot's own other version is kept unless `pin_claude_code`, which installs that
+        version under $HOME. `claude_code_found` on the result says which one runs. Raises
+        `ValueError` without any credential (before anything is created) and `InstallError` (a
+        `RuntimeError`) when the install fails, after deleting the sandbox.
         """
         api_key = None if credentials is not None else anthropic_api_key or os.environ.get("ANTHROPIC_API_KEY", "")
         if credentials is None and secret_prefix is None and not api_key:
@@ -151,7 +160,8 @@ class Maison:
             raise
         try:
             progress("Checking for Claude Code")
-            await _install_claude(sandbox, claude_code_version, install_timeout, progress)
+            sandbox.claude_code_found = await _install_claude(sandbox, claude_code_version, pin_claude_code,
+                                                              install_timeout, progress)
         except BaseException:
             await _discard(sandbox)
             raise
@@ -273,17 +283,22 @@ def _client(config: DaytonaConfig | None) -> AsyncDaytona:
         raise translate(exc, "Connecting to Daytona") from exc
 
 
-async def _install_claude(sandbox: MaisonSandbox, version: str, timeout: int, progress: ProgressCallback) -> None:
-    """Install Node.js and Claude Code only where missing (a snapshot may ship them)."""
+async def _install_claude(sandbox: MaisonSandbox, version: str, pin: bool, timeout: int,
+                          progress: ProgressCallback) -> str:
+    """Install Node.js and Claude Code where missing (a snapshot may ship them), or where another
+    version is there and `pin`; returns what `claude --version` says."""
+    script = INSTALL_SCRIPT.format(version=version, pin=int(pin))
     try:
-        exit_code, output = await sandbox.run_setup(INSTALL_SCRIPT.format(version=version), timeout=timeout)
+        exit_code, output = await sandbox.run_setup(script, timeout=timeout)
     except MaisonError as exc:
         raise InstallError(f"Could not install Claude Code in sandbox {sandbox.id}: {exc}") from exc
     if exit_code != 0:
         raise InstallError(
             f"Could not install Claude Code in sandbox {sandbox.id} (exit {exit_code}):\n{_tail(output)}"
         )
-    progress(f"Claude Code ready ({_tail(output, 1)})")
+    found = _tail(output, 1).strip()
+    progress(f"Claude Code ready ({found})")
+    return found
 
 
 async def _discard(sandbox: MaisonSandbox) -> None:

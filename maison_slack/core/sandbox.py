@@ -174,6 +174,10 @@ class MaisonSandbox:
         self._run: _Run | None = None
         #: Claude Code's conversation id; `continue_conversation=True` resumes it.
         self.claude_session_id = claude_session_id
+        #: A fork's first run continues the copied conversation under an id of its own.
+        self._fork_conversation = False
+        #: What `claude --version` said when the sandbox was set up ("" if not checked).
+        self.claude_code_found = ""
 
     async def __aenter__(self) -> MaisonSandbox:
         return self
@@ -188,6 +192,29 @@ class MaisonSandbox:
     @property
     def state(self) -> str:
         return str(getattr(self._sandbox.state, "value", self._sandbox.state))
+
+    async def fork(self, timeout: float = 300) -> MaisonSandbox:
+        """A copy-on-write copy of this sandbox, independent from then on: its files, and Claude's
+        conversation, which the copy's next run continues under a new id (`--fork-session`).
+        Daytona forks only some sandbox classes (../shared/reference/daytona.md §20.1)."""
+        raw = await call("Forking the sandbox", lambda: self._sandbox.fork(timeout=timeout), retry=False)
+        copy = MaisonSandbox(raw, self._daytona, claude_session_id=self.claude_session_id,
+                             run_timeout=self._run_timeout, model=self._model)
+        copy._fork_conversation = self.claude_session_id is not None
+        return copy
+
+    async def preview_url(self, port: int, seconds: int) -> str:
+        """A signed link to `port` of the sandbox that anyone can open for `seconds`
+        (../shared/reference/daytona.md §19)."""
+        preview = await call("Creating a preview link",
+                             lambda: self._sandbox.create_signed_preview_url(port, expires_in_seconds=seconds))
+        return str(preview.url)
+
+    async def listening(self, port: int) -> bool:
+        """Whether something in the sandbox accepts connections on `port`."""
+        script = f"bash -c 'exec 3<>/dev/tcp/127.0.0.1/{int(port)}' >/dev/null 2>&1 && echo open || echo closed"
+        _, output = await self.run_setup(script, timeout=15)
+        return output.strip().endswith("open")
 
     async def set_labels(self, labels: dict[str, str]) -> None:
         """Replace the sandbox's labels (what it is for, for whoever lists sandboxes)."""
@@ -235,6 +262,8 @@ class MaisonSandbox:
                 args += ["--resume", self.claude_session_id]
             else:
                 args.append("--continue")
+            if self._fork_conversation:  # ../shared/reference/claude-code.md §9.3
+                args.append("--fork-session")
         if instructions:
             args += ["--append-system-prompt-file", f"{run.run_dir}/instructions"]
         if self._model:
@@ -287,6 +316,7 @@ class MaisonSandbox:
                         break
                     if event.type == "result" and event.data.get("session_id"):
                         self.claude_session_id = event.data["session_id"]
+                        self._fork_conversation = False
                     yield event
                 if pump is not None:
                     await pump  # re-raise a failure of the pump

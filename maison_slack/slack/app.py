@@ -20,7 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from maison_slack.core.credentials import SecretsUnavailableError
 from maison_slack.core.errors import MaisonError
-from maison_slack.slack import doctor, listeners
+from maison_slack.slack import doctor, listeners, snapshot
 from maison_slack.slack.bot import Services
 from maison_slack.slack.config import ConfigError, Settings, load_settings, print_config_problems
 from maison_slack.slack.conversations import Conversations
@@ -111,13 +111,16 @@ async def serve(settings: Settings) -> None:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    """`maison-slack [run | doctor]`: no command runs the bot, as it always has (Procfile)."""
+    """`maison-slack [run | doctor | snapshot]`: no command runs the bot, as it always has (Procfile)."""
     parser = argparse.ArgumentParser(
         prog="maison-slack",
         description="Run Claude Code from Slack, one Daytona sandbox per thread. Configured by environment "
                     "variables (see README.md).")
-    commands = parser.add_subparsers(dest="command", title="commands", metavar="{run,doctor}")
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="{run,doctor,snapshot}")
     commands.add_parser("run", help="run the bot (the default when no command is given)")
+    build = commands.add_parser("snapshot", help="build the Daytona snapshot with the pinned Claude Code, which "
+                                                 "new sandboxes then use (needs only the Daytona settings)")
+    build.add_argument("--rebuild", action="store_true", help="build it again even if it exists")
     commands.add_parser("doctor", help="check the configuration, Slack, Daytona and Anthropic, print a table "
                                        "and exit: 0 if every check passes, 1 if one fails, 2 if the "
                                        "configuration does not load")
@@ -129,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "doctor":
         sys.exit(doctor.main())
+    if args.command == "snapshot":
+        sys.exit(snapshot.main(rebuild=args.rebuild))
     run()
 
 

@@ -24,13 +24,15 @@ REFUSAL = "Sorry, you are not allowed to use Maison here. Ask the person who run
 HELP = """*Maison runs Claude Code for your team, one sandbox per thread.*
 • Mention me with a task: `@Maison fix the failing test` — the thread becomes a session with its own sandbox.
 • Reply in the thread to continue the conversation; anyone in the channel can join in.
-• In a thread: `stop` stops the running task, `reset` deletes the sandbox and starts over, `file <path>` posts a file from the sandbox (one path, or a path in backticks).
+• In a thread: `stop` stops the running task, `reset` deletes the sandbox and starts over, `file <path>` posts a file from the sandbox (one path, or a path in backticks), `preview <port>` posts a link to a server running in the sandbox, `fork` copies the thread (sandbox and conversation) into a new one to try another direction.
 • `/maison <task>` starts a session, `/maison list` shows this channel's sessions, `/maison status` shows what is running.
 Idle sandboxes are stopped (you are warned first, with a Keep button) and wake up with their files when you write again; stopped ones are deleted after a while."""
 
 #: `file <path>` only when the argument is one path-like token or a path in backticks: "file a bug
 #: report about…" and "get the failing tests green" are prompts, not commands.
 _FILE_COMMAND = re.compile(r"^file\s+(?:`([^`\n]+)`|([\w./~@+=,:-]+))$", re.IGNORECASE)
+#: `preview <port>`: a port number and nothing else ("preview the page" is a prompt).
+_PREVIEW_COMMAND = re.compile(r"^preview\s+:?(\d{1,5})$", re.IGNORECASE)
 
 
 @dataclass
@@ -42,15 +44,19 @@ class ThreadCommand:
 
 
 def parse_thread_command(text: str) -> ThreadCommand | None:
-    """`stop`, `reset`, `help` or `file <path>`, typed alone; anything else is a prompt.
+    """`stop`, `reset`, `help`, `fork`, `file <path>` or `preview <port>`, typed alone; anything
+    else is a prompt.
 
     Only unambiguous words are commands: "restart" or "get …" could be a task for Claude, and
     taking a task for a command (deleting the sandbox, say) loses the person's request.
     """
     words = text.strip()
     lowered = words.lower().rstrip("!.")
-    if lowered in ("stop", "reset", "help"):
+    if lowered in ("stop", "reset", "help", "fork"):
         return ThreadCommand(lowered)
+    preview = _PREVIEW_COMMAND.match(words)
+    if preview and 1 <= int(preview.group(1)) <= 65535:
+        return ThreadCommand("preview", preview.group(1))
     match = _FILE_COMMAND.match(words)
     if match:
         return ThreadCommand("file", (match.group(1) or match.group(2)).strip())

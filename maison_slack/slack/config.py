@@ -43,7 +43,7 @@ class Settings:
     daytona_target: str | None = None
     anthropic_base_url: str | None = None
     db_path: str = "maison.db"
-    snapshot: str = "daytona-small"
+    snapshot: str | None = None  # None: the pinned snapshot if built, else Daytona's default
     instructions: str = DEFAULT_INSTRUCTIONS
     idle_timeout: float = 1800.0
     reap_interval: float = 60.0
@@ -64,6 +64,8 @@ class Settings:
     streaming: str = "auto"
     retention: float = 86400.0
     warm_pool: int = 0
+    preview_seconds: int = 8 * 3600
+    claude_version: str = "snapshot"  # or "pinned": install the tested version where it differs
     stream_rollover: float = 240.0
 
     def secrets(self, environ: Mapping[str, str] = os.environ) -> list[str]:
@@ -180,7 +182,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         daytona_target=env.get("DAYTONA_TARGET", "").strip() or None,
         anthropic_base_url=url("ANTHROPIC_BASE_URL"),
         db_path=env.get("MAISON_DB", "").strip() or Settings.db_path,
-        snapshot=env.get("MAISON_SNAPSHOT", "").strip() or Settings.snapshot,
+        snapshot=env.get("MAISON_SNAPSHOT", "").strip() or None,
         instructions=env.get("MAISON_INSTRUCTIONS", "").strip() or DEFAULT_INSTRUCTIONS,
         idle_timeout=number("MAISON_IDLE_TIMEOUT", Settings.idle_timeout, 1),
         reap_interval=number("MAISON_REAP_INTERVAL", Settings.reap_interval, 0.1),
@@ -201,9 +203,14 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         streaming=choice("MAISON_STREAMING", ("auto", "native", "edits")),
         retention=number("MAISON_RETENTION", Settings.retention, 0),
         warm_pool=int(number("MAISON_WARM_POOL", Settings.warm_pool, 0)),
+        claude_version=choice("MAISON_CLAUDE_VERSION", ("snapshot", "pinned")),
+        # Daytona signs preview links for 1 s to 24 h (../shared/reference/daytona.md §19).
+        preview_seconds=int(number("MAISON_PREVIEW_SECONDS", Settings.preview_seconds, 1)),
         # Slack ends a stream about 5 minutes after it starts (../shared/reference/slack.md §13.1).
         stream_rollover=number("MAISON_STREAM_ROLLOVER", Settings.stream_rollover, 1),
     )
+    if settings["preview_seconds"] > 86400:
+        problems.append("MAISON_PREVIEW_SECONDS must be at most 86400: Daytona signs preview links for 24 h at most")
     base_host = api_host(settings["anthropic_base_url"])
     if settings["allowed_domains"] and not _is_domain(base_host):  # it joins the allow-list
         problems.append(f"MAISON_ALLOWED_DOMAINS needs ANTHROPIC_BASE_URL to name a domain, not {base_host!r}: "

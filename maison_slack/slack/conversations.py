@@ -7,14 +7,11 @@ the message is claimed. Runs themselves are `slack/runs.py`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import aiohttp
-from slack_sdk.errors import SlackApiError, SlackRequestError
+
 from slack_sdk.web.async_client import AsyncWebClient
 
-from maison_slack.core.errors import MaisonError, NotARegularFileError
-from maison_slack.core.sandbox import MaisonSandbox
+from maison_slack.core.errors import MaisonError
 from maison_slack.slack.attachments import Attachments
 from maison_slack.slack.config import Settings
 from maison_slack.slack.idle import IdleThreads
@@ -23,6 +20,7 @@ from maison_slack.slack.owner import ThreadKey, ThreadOwner, Threads
 from maison_slack.slack.redact import Redactor
 from maison_slack.slack.budget import Budgets
 from maison_slack.slack.runs import Prompt, Runner
+from maison_slack.slack.sharing import Sharing
 from maison_slack.slack.sandboxes import Sandboxes
 from maison_slack.slack.users import UserNames
 from maison_slack.storage import Run, Store, message_key
@@ -49,6 +47,8 @@ class Conversations:
         #: What the reaper asks of idle threads, and the Keep button.
         self.idle = IdleThreads(settings=settings, store=store, sandboxes=sandboxes, threads=self.threads,
                                 notices=self.notices)
+        self._sharing = Sharing(settings=settings, store=store, client=client, sandboxes=sandboxes,
+                                notices=self.notices, redactor=self.redactor)
         self._holding = False
 
     # -- prompts -----------------------------------------------------------------------------
@@ -125,57 +125,22 @@ class Conversations:
         await self.notices.say(owner.key, f":broom: <@{user}> reset this thread: its sandbox is deleted and the "
                                           "next message starts a fresh one.")
 
+    # -- what a thread gets out of its sandbox (`sharing.py`), in line with its other jobs ---------
+
     def send_file(self, key: ThreadKey, path: str) -> None:
-        """Upload a file from the thread's sandbox into the thread, in line with the thread's
-        other jobs (after the run that writes it); every failure is said there."""
+        """Upload a file from the thread's sandbox into the thread (after the run that writes it)."""
         owner = self.threads.owner(key)
-        owner.post(lambda: self._send_file(owner, path))
+        owner.post(lambda: self._sharing.send_file(owner, path))
 
-    async def _send_file(self, owner: ThreadOwner, path: str) -> None:
-        key, limit = owner.key, self._settings.max_file_mb * 1024 * 1024
-        try:
-            sandbox = await self._current_sandbox(owner)
-            if sandbox is None:
-                await self.notices.say(key, "This thread has no sandbox yet, so there is no file to fetch.")
-                return
-            size = await sandbox.file_size(path)
-            if size > limit:  # never read hundreds of MB into memory to find out Slack refuses them
-                await self.notices.say(key, f"`{path}` is {size / 1024 / 1024:.1f} MB; `file` posts files up to "
-                                            f"{self._settings.max_file_mb} MB (MAISON_MAX_FILE_MB).")
-                return
-            data = await sandbox.read_bytes(path)
-        except IsADirectoryError:
-            await self.notices.say(key, f"`{path}` is a directory; `file` posts one file.")
-            return
-        except NotARegularFileError:
-            await self.notices.say(key, f"`{path}` is a link or a device, not a regular file; `file` posts regular "
-                                        "files (ask for the file a link points to).")
-            return
-        except FileNotFoundError:
-            await self.notices.say(key, f"There is no file `{path}` in the sandbox.")
-            return
-        except MaisonError as exc:
-            await self.notices.say(key, f":warning: Could not read `{path}`: {exc}")
-            return
-        data = self.redactor.redact_bytes(data)
-        name = path.rstrip("/").rsplit("/", 1)[-1] or "file"
-        try:
-            await self._client.files_upload_v2(channel=key[0], thread_ts=key[1], content=data, filename=name,
-                                               title=name, initial_comment=self.notices.safe(f"`{path}` from the sandbox"))
-        except SlackApiError as exc:
-            await self.notices.say(key, f":warning: Could not upload `{path}` to Slack: {exc.response.get('error')}")
-        except (SlackRequestError, aiohttp.ClientError, asyncio.TimeoutError) as exc:  # e.g. a 413 on the upload
-            logger.warning("Upload of %s failed: %s", path, exc)
-            await self.notices.say(key, f":warning: Slack did not accept `{path}` ({len(data) / 1024 / 1024:.1f} MB): "
-                                        "the upload failed.")
+    def preview(self, key: ThreadKey, port: int) -> None:
+        """Post a signed link to a port of the thread's sandbox."""
+        owner = self.threads.owner(key)
+        owner.post(lambda: self._sharing.preview(owner, port))
 
-    async def _current_sandbox(self, owner: ThreadOwner) -> MaisonSandbox | None:
-        if owner.sandbox is None:
-            session = await self._store.get_session(*owner.key)
-            if session is None or session.sandbox_id is None:
-                return None
-            owner.sandbox = await self._sandboxes.attach(session.sandbox_id, session.claude_session_id)
-        return owner.sandbox
+    def fork(self, key: ThreadKey, user: str) -> None:
+        """Copy the thread's sandbox and conversation into a new thread."""
+        owner = self.threads.owner(key)
+        owner.post(lambda: self._sharing.fork(owner, user, self.threads))
 
     # -- what people see in /maison ---------------------------------------------------------------
 

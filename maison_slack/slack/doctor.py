@@ -34,12 +34,13 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from daytona import AsyncDaytona, DaytonaConfig, DaytonaError, ListSandboxesQuery
-from daytona.common.snapshot import Snapshot
 from daytona_api_client_async import OrganizationsApi
 from daytona_api_client_async.exceptions import ApiException
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from maison_slack.core.snapshots import choose_snapshot, find_snapshot, state_of
+from maison_slack.core.maison import CLAUDE_CODE_VERSION
 from maison_slack.core.credentials import CUSTOM_HEADERS, api_host, custom_headers, secret_name
 from maison_slack.core.daytona_calls import status_of
 from maison_slack.slack.config import ConfigError, Settings, load_settings, print_config_problems
@@ -354,18 +355,23 @@ async def _daytona_region(daytona: AsyncDaytona, target: str | None) -> list[Res
                    "set DAYTONA_TARGET to one of the available regions, or unset it for your default region")]
 
 
-async def _daytona_snapshot(daytona: AsyncDaytona, name: str) -> list[Result]:
-    """`MAISON_SNAPSHOT` must exist and be active: Daytona refuses to create a sandbox from a
+async def _daytona_snapshot(daytona: AsyncDaytona, configured: str | None) -> list[Result]:
+    """The snapshot new sandboxes use (`MAISON_SNAPSHOT`, else the pinned one if built, else
+    Daytona's default) must exist and be active: Daytona refuses to create a sandbox from a
     snapshot that is not (`Snapshot <name> is <state>`)."""
+    name, pinned = await choose_snapshot(daytona, configured)
     snapshot = await find_snapshot(daytona, name)
     if snapshot is None:
         return [failed(DAYTONA_SNAPSHOT, f"no snapshot named {name!r} in your organization or Daytona's",
                        "set MAISON_SNAPSHOT to a snapshot listed in the Daytona dashboard (Snapshots), or create "
-                       f"{name!r} there; unset, the bot uses daytona-small")]
+                       f"{name!r} there; unset, the bot uses the snapshot `maison-slack snapshot` builds, else daytona-small")]
     whose = "one of Daytona's" if snapshot.general else "your organization's"
-    state = str(getattr(snapshot.state, "value", snapshot.state))
+    state = state_of(snapshot)
+    if state == "active" and pinned:
+        return [passed(DAYTONA_SNAPSHOT, f"{name} is active ({whose}): sandboxes run Claude Code {CLAUDE_CODE_VERSION}")]
     if state == "active":
-        return [passed(DAYTONA_SNAPSHOT, f"{name} is active ({whose})")]
+        return [passed(DAYTONA_SNAPSHOT, f"{name} is active ({whose}); sandboxes run the Claude Code it has "
+                                         f"(`maison-slack snapshot` builds one with {CLAUDE_CODE_VERSION})")]
     if state in _SNAPSHOT_BUILDING:
         return [failed(DAYTONA_SNAPSHOT, f"{name} is not ready yet ({state})",
                        "wait until it is active (Daytona dashboard → Snapshots), then run the doctor again")]
@@ -375,27 +381,6 @@ async def _daytona_snapshot(daytona: AsyncDaytona, name: str) -> list[Result]:
     reason = f": {snapshot.error_reason}" if snapshot.error_reason else ""
     return [failed(DAYTONA_SNAPSHOT, f"{name} is {state}{reason}",
                    "rebuild it, or set MAISON_SNAPSHOT to a snapshot that is active")]
-
-
-async def find_snapshot(daytona: AsyncDaytona, name: str) -> Snapshot | None:
-    """The snapshot a sandbox created from `name` would use, or None.
-
-    `snapshot.get` surely finds the organization's own snapshots only: for Daytona's general
-    ones (`daytona-small`…) the public server source answers 404 to anyone but its admins,
-    though sandboxes are made from them. Those are found in the list, which holds both.
-    """
-    try:
-        return await daytona.snapshot.get(name)
-    except DaytonaError as exc:
-        if status_of(exc) != 404:
-            raise
-    page = 1
-    while True:
-        listed = await daytona.snapshot.list(page=page, limit=200)
-        found = next((s for s in listed.items if name in (s.name, s.id)), None)
-        if found is not None or page >= listed.total_pages:
-            return found
-        page += 1
 
 
 async def _daytona_secrets(daytona: AsyncDaytona, settings: Settings) -> list[Result]:
@@ -483,7 +468,7 @@ async def run_checks(settings: Settings, environ: Mapping[str, str]) -> list[Res
 
 def configuration_row(settings: Settings) -> Result:
     where = "Daytona Secrets" if settings.key_in_sandbox == "secret" else "each sandbox's environment"
-    return passed(CONFIGURATION, f"loads: instance {settings.instance}, snapshot {settings.snapshot}, "
+    return passed(CONFIGURATION, f"loads: instance {settings.instance}, snapshot {settings.snapshot or 'automatic'}, "
                                  f"Anthropic credentials in {where}")
 
 

@@ -21,7 +21,7 @@ from slack_sdk.errors import SlackApiError
 
 from maison_slack.core.errors import MaisonError
 from maison_slack.slack.config import Settings
-from maison_slack.slack.notices import Notices
+from maison_slack.slack.notices import Notices, duration
 from maison_slack.slack.owner import ThreadKey, ThreadOwner, Threads
 from maison_slack.slack.sandboxes import Sandboxes
 from maison_slack.storage import Session, Store
@@ -31,13 +31,6 @@ logger = logging.getLogger(__name__)
 KEEP_ACTION = "maison_keep"
 #: How long before the stop a thread is warned (at most half the idle timeout).
 WARNING_AHEAD = 300.0
-
-
-def _duration(seconds: float) -> str:
-    hours = seconds / 3600
-    if hours >= 1:
-        return f"{hours:g} h" if hours == int(hours) else f"{hours:.1f} h"
-    return f"{max(1, round(seconds / 60))} min"
 
 
 class IdleThreads:
@@ -86,7 +79,7 @@ class IdleThreads:
                 return s.last_active_at < warn_before and (s.warned_at is None or s.warned_at < s.last_active_at)
             if await self._still(owner, session.sandbox_id, due) is None:
                 return False
-            text = (f":hourglass: This thread's sandbox will be stopped in about {_duration(self.warning_ahead)} "
+            text = (f":hourglass: This thread's sandbox will be stopped in about {duration(self.warning_ahead)} "
                     f"if nobody uses it{self._kept_for()}.")
             await self._store.mark_warned(*owner.key)
             await self._say(owner.key, text, blocks=[
@@ -102,7 +95,7 @@ class IdleThreads:
     def _kept_for(self) -> str:
         if not self._settings.retention:
             return " (it is then deleted, with its files)"
-        return f" (its files are kept for {_duration(self._settings.retention)} after that)"
+        return f" (its files are kept for {duration(self._settings.retention)} after that)"
 
     async def stop(self, session: Session, idle_before: float) -> bool:
         """Stop (or, with no retention, delete) the sandbox of a thread idle since `idle_before`."""
@@ -111,7 +104,7 @@ class IdleThreads:
                                         lambda s: s.last_active_at < idle_before and not s.stopped)
             if current is None or current.sandbox_id is None:
                 return False
-            idle = _duration(self._settings.idle_timeout)
+            idle = duration(self._settings.idle_timeout)
             if not self._settings.retention:
                 return await self._delete(owner, current.sandbox_id, f":zzz: This thread's sandbox was deleted after "
                                           f"{idle} without activity. Send a message to continue in a fresh "
@@ -125,7 +118,7 @@ class IdleThreads:
             await self._store.mark_stopped(*owner.key, current.sandbox_id)
             await self._say(owner.key, f":zzz: This thread's sandbox was stopped after {idle} without activity. "
                                        f"Its files and the conversation are kept for "
-                                       f"{_duration(self._settings.retention)}: send a message to wake it up.")
+                                       f"{duration(self._settings.retention)}: send a message to wake it up.")
             return True
 
         return await self._ask(session.key, job)
@@ -138,7 +131,7 @@ class IdleThreads:
             if current is None or current.sandbox_id is None:
                 return False
             return await self._delete(owner, current.sandbox_id, ":wastebasket: This thread's sandbox was deleted "
-                                      f"for good after {_duration(self._settings.retention)} stopped. Send a message "
+                                      f"for good after {duration(self._settings.retention)} stopped. Send a message "
                                       "to continue in a fresh sandbox (earlier context will be gone).")
 
         return await self._ask(session.key, job)

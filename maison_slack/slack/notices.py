@@ -23,6 +23,14 @@ QUEUED_REACTION = "hourglass_flowing_sand"
 ACK_REACTION = "eyes"
 
 
+def duration(seconds: float) -> str:
+    """"2 h", "1.5 h", "30 min": how long, in the words of a notice."""
+    hours = seconds / 3600
+    if hours >= 1:
+        return f"{hours:g} h" if hours == int(hours) else f"{hours:.1f} h"
+    return f"{max(1, round(seconds / 60))} min"
+
+
 class Notices:
     """Posts the bot's own short messages (redacted, and never a broadcast: they quote file names
     and paths people wrote) and reactions.

@@ -8,7 +8,8 @@ from daytona import AsyncDaytona, DaytonaConfig
 
 from maison_slack.core.credentials import SandboxCredentials, SecretsUnavailableError, api_host
 from maison_slack.core.errors import MaisonError
-from maison_slack.core.maison import Maison, SandboxInfo
+from maison_slack.core.maison import CLAUDE_CODE_VERSION, Maison, SandboxInfo
+from maison_slack.core.snapshots import DEFAULT_SNAPSHOT, choose_snapshot
 from maison_slack.core.sandbox import MaisonSandbox
 from maison_slack.slack.config import Settings
 from maison_slack.slack.pool import POOL_LABEL, WarmPool
@@ -39,6 +40,8 @@ class Sandboxes:
         ))
         self._labels = {INSTANCE_LABEL: settings.instance}
         self._credentials: SandboxCredentials | None = None
+        self._snapshot = settings.snapshot or DEFAULT_SNAPSHOT
+        self._version_told = False
         self.pool = WarmPool(settings.warm_pool, lambda: self._make({**self._labels, POOL_LABEL: "ready"}))
 
     @property
@@ -47,12 +50,23 @@ class Sandboxes:
         return self._credentials is not None
 
     async def prepare(self) -> None:
-        """At startup: store the credentials in Daytona Secrets (current values), unless
-        `MAISON_KEY_IN_SANDBOX=env` asks for the plain key in each sandbox's environment.
+        """At startup: choose the snapshot (and say which Claude Code it brings), and store the
+        credentials in Daytona Secrets (current values), unless `MAISON_KEY_IN_SANDBOX=env` asks
+        for the plain key in each sandbox's environment.
 
         Raises `SecretsUnavailableError` (with what to do) when Secrets cannot be used and the
         fallback was not asked for: the bot must not quietly put the key where Claude can read it.
         """
+        self._snapshot, pinned = await choose_snapshot(self._daytona, self._settings.snapshot)
+        if pinned:
+            logger.info("New sandboxes use snapshot %s: Claude Code %s", self._snapshot, CLAUDE_CODE_VERSION)
+        elif self._settings.claude_version == "pinned":
+            logger.info("New sandboxes use snapshot %s, with Claude Code %s installed where it has another "
+                        "(MAISON_CLAUDE_VERSION=pinned)", self._snapshot, CLAUDE_CODE_VERSION)
+        else:
+            logger.info("New sandboxes use snapshot %s and the Claude Code it has (%s where it has none); "
+                        "`maison-slack snapshot` builds one with Claude Code %s", self._snapshot, CLAUDE_CODE_VERSION,
+                        CLAUDE_CODE_VERSION)
         if self._settings.key_in_sandbox == "env":
             logger.warning("MAISON_KEY_IN_SANDBOX=env: new sandboxes get the Anthropic key in their environment, "
                            "where any command Claude runs can read it")
@@ -85,9 +99,13 @@ class Sandboxes:
                 logger.warning("Could not take back the warm pool's sandboxes: %s", exc)
         self.pool.start(adopted)
 
+    def labels_for(self, channel: str, thread_ts: str) -> dict[str, str]:
+        """The labels of a thread's sandbox: this bot's, and which thread it serves."""
+        return {**self._labels, THREAD_LABEL: thread_label(channel, thread_ts)}
+
     async def create(self, channel: str, thread_ts: str) -> MaisonSandbox:
         """A sandbox for the thread: a warm pool member if one is ready, else a new one."""
-        labels = {**self._labels, THREAD_LABEL: thread_label(channel, thread_ts)}
+        labels = self.labels_for(channel, thread_ts)
         return await self.pool.take(labels) or await self._make(labels)
 
     async def _make(self, labels: dict[str, str]) -> MaisonSandbox:
@@ -97,11 +115,12 @@ class Sandboxes:
         idle_minutes = max(1, int(settings.idle_timeout // 60) + 15)
         # With an allow-list, the Anthropic API host is always on it: Claude Code cannot work without.
         domains = [*settings.allowed_domains, api_host(settings.anthropic_base_url)] if settings.allowed_domains else None
-        return await Maison.create_sandbox_for_claude(
+        sandbox = await Maison.create_sandbox_for_claude(
             anthropic_api_key=settings.anthropic_api_key,
             credentials=self._credentials,
             domain_allow_list=domains,
-            snapshot=settings.snapshot,
+            snapshot=self._snapshot,
+            pin_claude_code=settings.claude_version == "pinned",
             labels=labels,
             env_vars=extra_env,
             auto_stop_interval=idle_minutes,
@@ -111,6 +130,12 @@ class Sandboxes:
             run_timeout=settings.run_timeout,
             model=settings.model,
         )
+        if not self._version_told and not sandbox.claude_code_found.startswith(CLAUDE_CODE_VERSION):
+            self._version_told = True  # once: every sandbox of this snapshot says the same
+            logger.warning("Sandboxes run Claude Code %r, not %s (the version maison-slack is tested with); "
+                           "MAISON_CLAUDE_VERSION=pinned installs %s in them", sandbox.claude_code_found,
+                           CLAUDE_CODE_VERSION, CLAUDE_CODE_VERSION)
+        return sandbox
 
     async def attach(self, sandbox_id: str, claude_session_id: str | None) -> MaisonSandbox:
         return await Maison.attach(

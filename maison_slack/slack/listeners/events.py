@@ -115,5 +115,9 @@ async def run_thread_command(services: Services, client: AsyncWebClient, key: tu
         await services.conversations.reset(key, user)
     elif command.name == "file":
         services.conversations.send_file(key, command.argument)
+    elif command.name == "preview":
+        services.conversations.preview(key, int(command.argument))
+    elif command.name == "fork":
+        services.conversations.fork(key, user)
     else:
         await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=HELP)
