@@ -4,10 +4,15 @@ rest of the suite relies on holds (status codes, DTOs, events, streaming, errors
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import re
+import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -17,15 +22,19 @@ from daytona import (
     AsyncSandbox,
     CreateSandboxFromSnapshotParams,
     CreateSecretParams,
+    CreateSnapshotParams,
     DaytonaAuthenticationError,
     DaytonaBadRequestError,
     DaytonaConfig,
+    DaytonaConflictError,
     DaytonaError,
     DaytonaFileNotFoundError,
     DaytonaNotFoundError,
     DaytonaProcessExecutionTimeoutError,
     DaytonaRateLimitError,
     DaytonaServiceUnavailableError,
+    DaytonaUnprocessableEntityError,
+    Image,
     ListSandboxesQuery,
     SessionExecuteRequest,
     UpdateSecretParams,
@@ -536,3 +545,254 @@ async def test_claude_code_sends_the_real_key_only_via_the_egress(
         res = await sandbox.process.exec("claude -p 'say hi' --output-format json", timeout=120)
         assert json.loads(res.result.strip().splitlines()[-1])["is_error"]
         assert anthropic_double.requests[-1].headers["x-api-key"] == secret.placeholder
+
+
+# --------------------------------------------------------------------------- fork (§20.1)
+
+
+def _slug(path: object) -> str:
+    return re.sub(r"[^a-zA-Z0-9]", "-", str(path))
+
+
+async def test_fork_copies_the_files_and_claude_state_and_keeps_its_parent(
+    double: DaytonaDouble, client: AsyncDaytona
+) -> None:
+    sandbox = await client.create(params(env_vars={"A": "1"}, labels={"suite": "fork"}))
+    src = double.sandbox(sandbox.id)
+    await sandbox.fs.upload_file(b"step 1", "plan.md")
+    conversation = src.home / ".claude" / "projects" / _slug(src.home / "work") / "s1.jsonl"
+    conversation.parent.mkdir(parents=True)
+    conversation.write_text(json.dumps({"cwd": str(src.home / "work"), "sessionId": "s1"}) + "\n")
+    (src.home / "plan-link").symlink_to(src.home / "plan.md")
+    os.mkfifo(src.tmp / "fifo")  # a FIFO must neither be copied nor hang the copy
+
+    forked = await sandbox.fork(name="copy")
+    assert forked.id != sandbox.id and forked.name == "copy" and forked.state == "started"
+    fork = double.sandbox(forked.id)
+    assert (fork.parent_id, fork.env, fork.labels, fork.snapshot) == (sandbox.id, src.env, src.labels, src.snapshot)
+    assert (await forked.process.exec("cat plan.md")).result == "step 1"
+    # Claude Code's conversation is where the fork's Claude looks for it, naming the fork's paths.
+    moved = fork.home / ".claude" / "projects" / _slug(fork.home / "work") / "s1.jsonl"
+    assert json.loads(moved.read_text())["cwd"] == str(fork.home / "work")
+    assert os.readlink(fork.home / "plan-link") == str(fork.home / "plan.md")
+    assert not (fork.tmp / "fifo").exists()
+
+    await forked.process.exec("echo changed > plan.md")  # independent from here on
+    assert (src.home / "plan.md").read_text() == "step 1"
+    await sandbox.refresh_data()
+    assert sandbox.state == "started"  # back from `forking`
+
+    with pytest.raises(DaytonaBadRequestError, match="active fork children. The forks must be deleted first"):
+        await sandbox.delete()
+    await forked.delete()
+    await sandbox.delete()
+
+
+async def test_fork_wire_states_and_refusals(double: DaytonaDouble, client: AsyncDaytona) -> None:
+    sandbox = await client.create(params())
+    headers = {"Authorization": f"Bearer {double.api_key}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.post(f"{double.api_url}/sandbox/{sandbox.id}/fork", json={"name": "f1"}) as r:
+            assert r.status == 200
+            dto = await r.json()
+        assert (dto["state"], dto["name"], dto["toolboxProxyUrl"]) == ("creating", "f1", double.toolbox_proxy_url)
+        async with http.get(f"{double.api_url}/sandbox/{sandbox.id}") as r:
+            assert (await r.json())["state"] == "forking"
+        async with http.post(f"{double.api_url}/sandbox/{sandbox.id}/fork", json={}) as r:
+            assert r.status == 400  # still forking
+        await asyncio.sleep(double.start_delay * 3)
+        async with http.get(f"{double.api_url}/sandbox/f1") as r:
+            assert (await r.json())["state"] == "started"
+        async with http.post(f"{double.api_url}/sandbox/{sandbox.id}/fork", json={"name": "f1"}) as r:
+            assert (r.status, (await r.json())["message"]) == (409, "Sandbox with this name already exists")
+
+    await sandbox.stop()
+    with pytest.raises(DaytonaBadRequestError, match="Sandbox must be in started state to fork"):
+        await sandbox.fork()
+    await sandbox.start()
+    double.forkable = False
+    with pytest.raises(DaytonaUnprocessableEntityError, match="Forking is not supported for this sandbox"):
+        await sandbox.fork()
+
+
+# --------------------------------------------------------------------------- preview links (§19)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _serve_home(sandbox: AsyncSandbox, port: int) -> None:
+    """A web server started in the sandbox, as Claude would: its process listens on a host port."""
+    await sandbox.process.create_session("web")
+    await sandbox.process.execute_session_command("web", SessionExecuteRequest(
+        command=f"{sys.executable} -m http.server {port} --bind 127.0.0.1 >/dev/null 2>&1", run_async=True))
+    for _ in range(200):
+        with contextlib.suppress(OSError):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+async def test_signed_preview_url_proxies_to_the_sandbox_server_and_expires(
+    double: DaytonaDouble, client: AsyncDaytona
+) -> None:
+    sandbox = await client.create(params())
+    (double.sandbox(sandbox.id).home / "index.html").write_text("<h1>PREVIEWED PAGE</h1>")
+    port = _free_port()
+    await _serve_home(sandbox, port)
+
+    signed = await sandbox.create_signed_preview_url(port, expires_in_seconds=1)
+    assert (signed.sandbox_id, signed.port) == (sandbox.id, port)
+    assert re.fullmatch(r"[0-9a-z]{16}", signed.token)
+    assert signed.url == f"http://127.0.0.1:{double.port}/preview/{port}-{signed.token}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(signed.url) as r:
+            assert r.status == 200 and "PREVIEWED PAGE" in await r.text()
+        async with http.get(signed.url + "/index.html?x=1") as r:
+            assert r.status == 200 and r.headers["Content-Type"] == "text/html"
+        async with http.get(signed.url + "/missing") as r:
+            assert r.status == 404  # the server's own answer
+        async with http.post(signed.url + "/", data=b"body") as r:
+            assert r.status == 501  # http.server has no POST: method forwarded as is
+        await asyncio.sleep(1.1)
+        # Expired: the proxy sends the visitor to the Daytona login page (server v0.190).
+        async with http.get(signed.url, allow_redirects=False) as r:
+            assert r.status == 307
+            assert r.headers["Location"].startswith(f"http://127.0.0.1:{double.port}/oidc/authorize?")
+        async with http.get(signed.url) as r:
+            assert r.status == 200 and "Log in to Daytona" in await r.text()
+
+
+async def test_signed_preview_revocation_bounds_and_errors(double: DaytonaDouble, client: AsyncDaytona) -> None:
+    sandbox = await client.create(params())
+    (double.sandbox(sandbox.id).home / "index.html").write_text("hello")
+    port = _free_port()
+    await _serve_home(sandbox, port)
+
+    signed = await sandbox.create_signed_preview_url(port)
+    lifetime = double.signed_previews[(port, signed.token)].expires_at - time.monotonic()
+    assert 58 < lifetime <= 60  # the default
+    # A browser keeps the proxy's auth cookie (aiohttp's default jar ignores IP hosts).
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        async with browser.get(signed.url) as r:
+            assert r.status == 200 and await r.text() == "hello"
+        await sandbox.expire_signed_preview_url(port, signed.token)
+        async with browser.get(signed.url, allow_redirects=False) as r:
+            assert r.status == 200, "the real proxy's one-hour cookie outlives the token"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(signed.url, allow_redirects=False) as r:
+            assert r.status == 307  # revoked
+        other = _free_port()
+        second = await sandbox.create_signed_preview_url(other)
+        async with http.get(second.url) as r:
+            assert r.status == 502 and await r.read() == b""  # nothing listens there
+        bound = second.url.replace(f"/{other}-", f"/{port}-")
+        async with http.get(bound, allow_redirects=False) as r:
+            assert r.status == 307  # a token is good for its own port only
+
+        link = await sandbox.get_preview_link(port)  # the standard link needs its token
+        async with http.get(link.url, allow_redirects=False) as r:
+            assert r.status == 307
+        async with http.get(link.url, headers={"X-Daytona-Preview-Token": link.token}) as r:
+            assert r.status == 200 and await r.text() == "hello"
+
+        await sandbox.stop()
+        async with http.get((await sandbox.create_signed_preview_url(port)).url) as r:
+            assert r.status == 400 and "no IP address found" in (await r.json())["message"]
+        await sandbox.start()
+        assert (await sandbox.get_preview_link(port)).token != link.token  # new token at each start
+
+    for seconds in (0, 86401):
+        with pytest.raises(DaytonaBadRequestError, match="expiresInSeconds must be between 1 second and 24 hours"):
+            await sandbox.create_signed_preview_url(port, expires_in_seconds=seconds)
+    assert (await sandbox.create_signed_preview_url(port, expires_in_seconds=86400)).port == port
+
+
+# --------------------------------------------------------------------------- snapshot builds (§16)
+
+
+def _lines(logs: list[str]) -> list[str]:
+    """on_logs gets network chunks (stripped), which may hold several log lines."""
+    return [line for chunk in logs for line in chunk.splitlines()]
+
+
+async def test_snapshot_build_streams_its_log_ends_active_and_serves_sandboxes(
+    daytona_double: DaytonaDouble, claude_bin_dir: Path
+) -> None:
+    double = daytona_double
+    image = Image.debian_slim("3.12").run_commands(
+        "npm install -g --no-audit @anthropic-ai/claude-code@2.1.332").env({"IMAGE_FLAVOUR": "pinned one"})
+    async with AsyncDaytona(DaytonaConfig(api_key=double.api_key, api_url=double.api_url)) as client:
+        logs: list[str] = []
+        built = await client.snapshot.create(CreateSnapshotParams(name="maison-test", image=image),
+                                             on_logs=logs.append, timeout=30)
+        assert built.state == "active" and built.name == "maison-test"
+        lines = _lines(logs)
+        assert lines[:2] == ["Creating snapshot maison-test (SnapshotState.PENDING)",
+                             "Creating snapshot maison-test (SnapshotState.BUILDING)"]
+        assert "#4 [1/6] FROM docker.io/library/python:3.12.10-slim-bookworm" in lines
+        assert "#9 [6/6] RUN npm install -g --no-audit @anthropic-ai/claude-code@2.1.332" in lines
+        assert lines[-2:] == ["#10 exporting to image", "Created snapshot maison-test (SnapshotState.ACTIVE)"]
+        spec = double.snapshots["maison-test"]
+        assert spec.dockerfile == image.dockerfile() and "@anthropic-ai/claude-code@2.1.332" in spec.dockerfile
+        got = await client.snapshot.get(built.id)
+        assert got.build_info is not None and got.build_info.dockerfile_content == image.dockerfile()
+
+        sandbox = await client.create(CreateSandboxFromSnapshotParams(snapshot="maison-test"))
+        res = await sandbox.process.exec('command -v claude; echo "$IMAGE_FLAVOUR"')
+        assert res.result == f"{claude_bin_dir}/claude\npinned one\n"
+
+        with pytest.raises(DaytonaConflictError, match='Snapshot with name "maison-test" already exists'):
+            await client.snapshot.create(CreateSnapshotParams(name="maison-test", image=image))
+        with pytest.raises(DaytonaBadRequestError, match='Images with tag ":latest" are not allowed'):
+            await client.snapshot.create(CreateSnapshotParams(name="pulled", image="ubuntu:latest"))
+
+        await client.snapshot.delete(built)
+        assert (await client.snapshot.get("maison-test")).state == "removing"
+        with pytest.raises(DaytonaBadRequestError, match="Snapshot maison-test is removing"):
+            await client.create(CreateSandboxFromSnapshotParams(snapshot="maison-test"))
+        await asyncio.sleep(double.start_delay * 3)
+        with pytest.raises(DaytonaNotFoundError):
+            await client.snapshot.get("maison-test")
+        assert (await sandbox.process.exec("echo still")).result == "still\n"
+
+
+async def test_failing_builds_end_in_error_or_build_failed(double: DaytonaDouble, client: AsyncDaytona) -> None:
+    double.fail_builds("npm install", output=["npm error 404 Not Found - GET https://registry.npmjs.org/nope"])
+    image = Image.debian_slim("3.12").run_commands("npm install -g nope", "echo after")
+    logs: list[str] = []
+    reason = 'process "/bin/sh -c npm install -g nope" did not complete successfully: exit code: 1'
+    with pytest.raises(DaytonaError, match=re.escape(f"Failed to create snapshot broken, reason: {reason}")):
+        await client.snapshot.create(CreateSnapshotParams(name="broken", image=image), on_logs=logs.append)
+    lines = _lines(logs)
+    assert lines[-2:] == ["npm error 404 Not Found - GET https://registry.npmjs.org/nope", f"ERROR: {reason}"]
+    assert not any("echo after" in line for line in lines)
+    assert (double.snapshots["broken"].state, double.snapshots["broken"].error_reason) == ("error", reason)
+    with pytest.raises(DaytonaBadRequestError, match="Snapshot broken is error"):
+        await client.create(CreateSandboxFromSnapshotParams(snapshot="broken"))
+
+    double.fail_builds(state="build_failed", reason="runner refused the build")
+    with pytest.raises(DaytonaError, match="Failed to create snapshot refused, reason: runner refused the build"):
+        await client.snapshot.create(CreateSnapshotParams(name="refused", image=Image.debian_slim("3.12")))
+    assert double.snapshots["refused"].state == "build_failed"
+
+
+# --------------------------------------------------------------------------- latency
+
+
+async def test_creation_latency_is_configurable() -> None:
+    async with DaytonaDouble(create_delay=0.3, start_delay=0.1) as double:
+        async with AsyncDaytona(DaytonaConfig(api_key=double.api_key, api_url=double.api_url)) as client:
+            started = time.monotonic()
+            sandbox = await client.create(params())
+            assert time.monotonic() - started >= 0.4  # creating 0.3 s, then starting 0.1 s
+            assert sandbox.state == "started"
+            headers = {"Authorization": f"Bearer {double.api_key}"}
+            async with aiohttp.ClientSession(headers=headers) as http:
+                async with http.post(f"{double.api_url}/sandbox", json={"snapshot": "daytona-small"}) as r:
+                    assert (await r.json())["state"] == "creating"

@@ -542,6 +542,11 @@ async def test_the_stop_word_stops_a_native_stream_in_a_channel(bot_env):
 # -- 4. rate limits ---------------------------------------------------------------------------------
 
 
+#: A call that reaches Slack this soon after the 429 left the bot before the 429 came back: no
+#: client can hold it back, so it does not count as a call inside the window.
+IN_FLIGHT = 0.05
+
+
 async def test_no_append_goes_out_inside_a_429s_retry_after(bot):
     """Two DMs stream at once; one append gets a 429 with Retry-After: 3. slack_sdk delays only
     the request that got it: the other reply must not append inside the window either."""
@@ -564,7 +569,7 @@ async def test_no_append_goes_out_inside_a_429s_retry_after(bot):
     hit = limited[0]
     assert hit.done is not None
     inside = [(c.args.get("channel"), round(c.time - hit.done, 3)) for c in appends
-              if hit.done < c.time < hit.done + 3]
+              if hit.done + IN_FLIGHT < c.time < hit.done + 3]
     assert not inside, f"chat.appendStream calls inside the Retry-After window: {inside}"
     assert tokens_in(bot_messages(bot, DM, alice_ts), "ta") == alice_words
     assert tokens_in(bot_messages(bot, BOB_DM, bob_ts), "tb") == bob_words

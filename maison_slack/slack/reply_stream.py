@@ -186,6 +186,8 @@ class StreamedReply(Reply):
         renew = self._status_shown and now - self._status_at > STATUS_RENEWAL
         if self._status_refused or (self._status == self._status_shown and not renew) or self.channel_gone:
             return
+        if not self._status and not self._segments and not force:
+            return  # the first message clears it (§15); cleared earlier, the thread would look idle
         if not force and now - self._status_at < STATUS_INTERVAL:
             self._dirty.set()
             return

@@ -8,8 +8,13 @@ double: one aiohttp server on 127.0.0.1 serving
 * the toolbox (the in-sandbox daemon, reached through the proxy) under ``/toolbox/{id}``,
 * organization Secrets under ``/api/secret`` and per-sandbox secrets and network policy
   (§14, §15), enforced by one egress proxy per sandbox (``tests/doubles/egress.py``),
-* read-only snapshot lookups (``/api/snapshots``, §16.2) and the organization's regions
-  (``/api/regions``).
+* snapshots: lookups (``/api/snapshots``), builds from a declarative ``Image`` with their
+  states and streamed build log, and deletion (§16); the organization's regions (``/api/regions``),
+* forks (§20.1): a fork is a copy of the source's directory tree, relocated so that paths
+  recorded inside it (Claude Code's ``~/.claude/projects/<cwd slug>``…) name the fork's own
+  root, as they would in a real same-path copy-on-write clone,
+* preview links (§19), signed and unsigned, served path-based by the same server and proxied
+  to ``127.0.0.1:<port>``, where a server started in a sandbox (a local process) listens.
 
 A sandbox is a temporary directory whose ``home/daytona`` is both the user home and the
 work dir; commands are local subprocesses with a minimal environment. The wire contract
@@ -33,9 +38,12 @@ as e.g. ``http://api.anthropic.test:<port>`` with ``hosts["api.anthropic.test"] 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime as dt
 import grp
+import hashlib
+import hmac
 import ipaddress
 import json
 import logging
@@ -44,6 +52,7 @@ import os
 import pwd
 import re
 import secrets as random_tokens
+import shlex
 import shutil
 import signal
 import stat
@@ -57,10 +66,12 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 import socketio
 from aiohttp import web
+from yarl import URL
 
 from tests.doubles.egress import EgressPolicy, EgressProxy, EgressRequest, SecretBinding
 
@@ -84,6 +95,23 @@ SECRET_HOST = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$", re.I)
 ALLOWED_DOMAIN = re.compile(r"^(\*\.)?([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,}$")
 MAX_ALLOW_LIST = 10
 SECRET_SORTS = ("name", "createdAt", "updatedAt")
+#: Snapshot (and image) names the server accepts (`snapshot.service.ts` IMAGE_NAME_REGEX).
+IMAGE_NAME = re.compile(r"^[a-zA-Z0-9_.\-:]+(/[a-zA-Z0-9_.\-:]+)*(@sha256:[a-f0-9]{64})?$")
+#: Signed preview URL lifetime bounds and default, in seconds (§19).
+SIGNED_PREVIEW_DEFAULT, SIGNED_PREVIEW_MAX = 60, 24 * 60 * 60
+#: The proxy's auth cookie lifetime after a successful signed-token visit (server v0.190 proxy).
+PREVIEW_COOKIE = "daytona-sandbox-auth-"
+PREVIEW_COOKIE_MAX_AGE = 3600
+#: Tokens: nanoid's URL alphabet without "_" and "-", lower-cased (server v0.190).
+TOKEN_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+#: Headers a proxy does not forward (RFC 9110 §7.6.1, as Go's httputil.ReverseProxy).
+HOP_BY_HOP = frozenset(
+    h.lower()
+    for h in ("Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
+              "TE", "Trailer", "Transfer-Encoding", "Upgrade")
+)
+#: Dockerfile instructions that become a BuildKit step ("[n/m] RUN …"); the others only set metadata.
+BUILD_STEPS = ("FROM", "RUN", "COPY", "ADD", "WORKDIR")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -210,6 +238,10 @@ def _shell() -> str:
     return shutil.which("bash", path="/usr/bin:/bin") or "/bin/sh"
 
 
+def _token(length: int) -> str:
+    return "".join(random_tokens.choice(TOKEN_ALPHABET) for _ in range(length))
+
+
 # --------------------------------------------------------------------------- records
 
 
@@ -220,11 +252,94 @@ class SnapshotSpec:
     `general`: one of Daytona's own snapshots (like `daytona-small`), which every organization
     can create sandboxes from and list, but not `GET` by name: the public server source
     (`SnapshotAccessGuard`) answers 404 unless the organization ids match. Some later servers
-    let general snapshots through; the double keeps the stricter answer."""
+    let general snapshots through; the double keeps the stricter answer.
+
+    Snapshots built through the API (`daytona.snapshot.create`, §16) also carry their `id`,
+    `state` (pending → building → active | error | build_failed, removing once deleted),
+    `error_reason` and the `dockerfile` the SDK generated from the `Image` (so a test can check
+    what the image pins); `image_name` is set for snapshots made from a registry image."""
 
     path: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     general: bool = False
+    id: str | None = None
+    state: str = "active"
+    error_reason: str | None = None
+    dockerfile: str | None = None
+    image_name: str | None = None
+
+
+@dataclass
+class BuildFailure:
+    """How the next build(s) fail (`DaytonaDouble.fail_builds`)."""
+
+    step: str | None  # a substring of the failing instruction; None = the last RUN
+    state: str  # "error" (a Dockerfile step failed) or "build_failed" (the runner refused the build)
+    reason: str | None
+    output: list[str]
+    count: int
+
+
+class BuildLog:
+    """A snapshot's build log as the runner writes it: lines appended, followers notified."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.done = False
+        self._changed = asyncio.Event()
+
+    def append(self, line: str) -> None:
+        self.data += (line.rstrip("\n") + "\n").encode()
+        self._notify()
+
+    def finish(self) -> None:
+        self.done = True
+        self._notify()
+
+    def changed(self) -> asyncio.Event:
+        return self._changed
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+
+@dataclass
+class SnapshotBuild:
+    """Server-side details of a snapshot created through `POST /snapshots`."""
+
+    name: str
+    build_info: dict[str, Any] | None  # {"dockerfileContent", "contextHashes"}
+    region: str
+    cpu: int
+    gpu: int
+    mem: int
+    disk: int
+    created_at: dt.datetime = field(default_factory=_now)
+    updated_at: dt.datetime = field(default_factory=_now)
+    runner: str | None = None  # set when a runner takes the build (leaves `pending`)
+    size: float | None = None
+    entrypoint: list[str] | None = None
+    seen_building: asyncio.Event = field(default_factory=asyncio.Event)
+    log: BuildLog = field(default_factory=BuildLog)
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def snapshot_ref(self) -> str | None:
+        """`generateBuildInfoHash` of the server: sha256 of the Dockerfile + sorted context hashes."""
+        if self.build_info is None:
+            return None
+        combined = self.build_info["dockerfileContent"] + "".join(sorted(self.build_info.get("contextHashes") or []))
+        return f"daytona-{hashlib.sha256(combined.encode()).hexdigest()}:daytona"
+
+
+@dataclass
+class SignedPreview:
+    """A signed preview token (the server keeps `port:token -> sandbox id` in redis with a TTL)."""
+
+    sandbox_id: str
+    port: int
+    expires_at: float  # time.monotonic()
 
 
 @dataclass
@@ -369,6 +484,10 @@ class SandboxRecord:
     #: Fault: the egress never substitutes, as for Agenta's "stuck" fresh sandboxes (§14.3).
     substitution_broken: bool = False
     egress: EgressProxy | None = None
+    #: The sandbox this one was forked from (§20.1); a parent with live forks cannot be deleted.
+    parent_id: str | None = None
+    #: The standard preview token (`get_preview_link`); a new one at every start (§19).
+    auth_token: str = field(default_factory=lambda: _token(32))
     state: str = "starting"
     desired_state: str = "started"
     auto_stop_interval: int = 15
@@ -427,7 +546,25 @@ class DaytonaDouble:
     Args:
         api_key: the only Bearer token accepted (API, toolbox and socket.io CONNECT).
         snapshots: image name -> SnapshotSpec; creating from any other name fails with 400.
-        start_delay: seconds a sandbox spends in each transitional state (starting, stopping…).
+        start_delay: seconds a sandbox spends in each transitional state (starting, stopping,
+            forking…); also a snapshot build's wait for a runner (`pending`) and its removal.
+        create_delay: seconds a new sandbox spends in `creating` before `starting`; 0 (the
+            default) skips `creating` and a create answers `starting`, as the double always did.
+            The reference gives no production creation or start latency (§6.3 only measures
+            the double), so both defaults stay small to keep the suite fast.
+        build_seconds: how long a snapshot build (§16) runs in `building`, its log lines spread
+            over it (default 0.3). A build also stays `building` until the API has reported it
+            `building` once (at most 2 s more): real builds take minutes, so the SDK, which polls
+            every second and streams the log only after it has seen `building`, always sees
+            one run; a fast double must not skip from `pending` to `active` between two polls.
+        built_snapshot_path: PATH dirs of snapshots built through the API. The double does not
+            run the Dockerfile; by default a built snapshot gets the PATH of the first snapshot
+            given in `snapshots` (in the fixtures, where the real `claude` lives) and the
+            Dockerfile's `ENV` values.
+        forkable: whether `fork` works (§20.1). The v0.190 server forks only `linux-vm` and
+            `windows` sandboxes (others: 422 "Forking is not supported for this sandbox") and
+            whether 0.226's still does is unverified; the double allows forks by default although
+            its DTOs say `container`. Set False for the 422 (also settable on the instance).
         autostop_seconds_per_minute: if set, idle auto-stop/auto-delete run on a clock where
             one Daytona minute lasts that many seconds (e.g. 0.1).
 
@@ -436,6 +573,11 @@ class DaytonaDouble:
     (name → loopback IP: the sandboxes' DNS, e.g. ``hosts["api.anthropic.test"] = "127.0.0.1"``);
     `egress_log` / `egress_requests(sandbox_id)` (each request as it left, after substitution);
     `egress_proxy_url(sandbox_id)`; `break_substitution(sandbox_id)` (a stuck sandbox).
+
+    Previews (§19): `signed_previews` ((port, token) → `SignedPreview`); preview URLs are
+    path-based, ``http://127.0.0.1:<double port>/preview/<port>-<token or sandbox id>[/path]``,
+    for the real ``https://<port>-<token>.<proxy domain>[/path]``. Snapshot builds (§16):
+    `fail_builds(...)`; a built snapshot is `snapshots[name]` (with its `dockerfile`).
     """
 
     organization_id = "00000000-0000-4000-8000-00000000d0d0"
@@ -446,12 +588,22 @@ class DaytonaDouble:
         *,
         snapshots: dict[str, SnapshotSpec] | None = None,
         start_delay: float = 0.05,
+        create_delay: float = 0.0,
+        build_seconds: float = 0.3,
+        built_snapshot_path: list[str] | None = None,
+        forkable: bool = True,
         autostop_seconds_per_minute: float | None = None,
         target: str = "us",
     ) -> None:
         self.api_key = api_key
         self.snapshots = snapshots if snapshots is not None else {"daytona-small": SnapshotSpec(general=True)}
         self.start_delay = start_delay
+        self.create_delay = create_delay
+        self.build_seconds = build_seconds
+        first = next(iter(self.snapshots.values()), None)
+        self.built_snapshot_path = list(built_snapshot_path if built_snapshot_path is not None
+                                        else first.path if first is not None else [])
+        self.forkable = forkable
         self.autostop_seconds_per_minute = autostop_seconds_per_minute
         self.target = target
         self.sandboxes: dict[str, SandboxRecord] = {}
@@ -469,6 +621,11 @@ class DaytonaDouble:
         self._sio: socketio.AsyncServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed_egress: list[EgressProxy] = []  # of destroyed sandboxes, awaited in stop()
+        self.signed_previews: dict[tuple[int, str], SignedPreview] = {}
+        self._builds: dict[str, SnapshotBuild] = {}  # by snapshot id
+        self._build_failures: list[BuildFailure] = []
+        self._cookie_key = random_tokens.token_bytes(32)  # signs the proxy's auth cookies
+        self._http: aiohttp.ClientSession | None = None  # the preview proxy's upstream client
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -494,6 +651,12 @@ class DaytonaDouble:
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         self.port = self._runner.addresses[0][1]
+        # Upstream client of the preview proxy: bodies pass through as sent (no decompression),
+        # no cookies kept, no proxy variables, redirects returned to the client.
+        self._http = aiohttp.ClientSession(
+            auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+        )
         if self.autostop_seconds_per_minute:
             self._spawn(self._idle_loop())
         return self
@@ -510,6 +673,8 @@ class DaytonaDouble:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for build in self._builds.values():
+            build.log.finish()  # ends build-log followers
         await self._reap_commands(list(self.sandboxes.values()))
         if self._sio is not None:
             with contextlib.suppress(Exception):
@@ -517,6 +682,9 @@ class DaytonaDouble:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
         self.sandboxes.clear()
         if self._base_dir is not None:
             shutil.rmtree(self._base_dir, ignore_errors=True)
@@ -619,6 +787,30 @@ class DaytonaDouble:
         """Convenience: the next `count` sandbox creations fail with `status`."""
         self.inject("POST", r"^/api/sandbox/?$", status, count=count, body=body)
 
+    def fail_builds(
+        self,
+        step: str | None = None,
+        *,
+        state: str = "error",
+        reason: str | None = None,
+        output: list[str] | None = None,
+        count: int = 1,
+    ) -> None:
+        """The next `count` snapshot builds fail (§16).
+
+        `state="error"` (default): a Dockerfile step fails while building, which in the v0.190
+        server ends the snapshot in `error` with the runner's build error as `errorReason`
+        (`snapshot.manager.ts` handleCheckInitialRunnerSnapshot); `step` is a substring of the
+        failing instruction (default: the last RUN), `output` the lines it printed, and the
+        reason defaults to BuildKit's ``process "/bin/sh -c <cmd>" did not complete
+        successfully: exit code: 1``. `state="build_failed"`: the runner refused the build
+        request (`processBuildOnRunner`), with `reason` (default "Request failed with status
+        code 500", an axios message) and no log. Both default reasons are assumptions: the
+        exact `errorReason` text of the 0.226 service is unverified."""
+        if state not in ("error", "build_failed"):
+            raise ValueError("state must be 'error' or 'build_failed'")
+        self._build_failures.append(BuildFailure(step, state, reason, list(output or []), count))
+
     def reset_metrics(self) -> None:
         self.toolbox_bytes_out = 0
         self.toolbox_requests = 0
@@ -653,11 +845,13 @@ class DaytonaDouble:
             {"sandbox": self._dto(sb), "oldState": old_state, "newState": state},
         )
 
-    def _later(self, sb: SandboxRecord, expected: str, action: Callable[[], None]) -> None:
-        """Run `action` after start_delay if the sandbox is still in `expected` state."""
+    def _later(
+        self, sb: SandboxRecord, expected: str, action: Callable[[], None], *, delay: float | None = None
+    ) -> None:
+        """Run `action` after `delay` (default start_delay) if the sandbox is still in `expected` state."""
 
         async def run() -> None:
-            await asyncio.sleep(self.start_delay)
+            await asyncio.sleep(self.start_delay if delay is None else delay)
             if self.sandboxes.get(sb.id) is sb and sb.state == expected:
                 action()
 
@@ -783,8 +977,14 @@ class DaytonaDouble:
         toolbox = path.startswith("/toolbox/")
         if toolbox:
             self.toolbox_requests += 1
+        # Preview URLs authenticate themselves (token, cookie); the login page is public.
+        public = path.startswith(("/preview/", "/oidc/"))
         try:
-            response = await self._injected(request) or self._unauthorized(request) or await handler(request)
+            response = (
+                await self._injected(request)
+                or (None if public else self._unauthorized(request))
+                or await handler(request)
+            )
         except Reply as reply:
             response = reply.response
         if toolbox and isinstance(response, web.Response) and response.body is not None:
@@ -860,8 +1060,18 @@ class DaytonaDouble:
                 web.post(api + "/{id}/last-activity", self._last_activity),
                 web.get(api + "/{id}/toolbox-proxy-url", self._toolbox_url),
                 web.get(api + "/{id}/ports/{port}/preview-url", self._preview_url),
+                web.get(api + "/{id}/ports/{port}/signed-preview-url", self._signed_preview_url),
+                web.post(api + "/{id}/ports/{port}/signed-preview-url/{token}/expire", self._expire_signed_preview),
+                web.post(api + "/{id}/fork", self._fork),
                 web.get("/api/snapshots", self._snapshot_list),
+                web.post("/api/snapshots", self._snapshot_create),
                 web.get("/api/snapshots/{id}", self._snapshot_get),
+                web.delete("/api/snapshots/{id}", self._snapshot_delete),
+                web.get("/api/snapshots/{id}/build-logs-url", self._snapshot_logs_url),
+                web.get("/snapshots/{id}/build-logs", self._snapshot_logs),  # on the proxy
+                web.route("*", "/preview/{target}", self._preview_proxy),
+                web.route("*", "/preview/{target}/{tail:.*}", self._preview_proxy),
+                web.get("/oidc/authorize", self._login_page),
                 web.get("/api/regions", self._regions),
                 web.get(tb + "/user-home-dir", self._home_dir),
                 web.get(tb + "/work-dir", self._home_dir),
@@ -897,11 +1107,14 @@ class DaytonaDouble:
         body = await _json_body(request, toolbox=False)
         if body.get("buildInfo") or body.get("image"):
             raise api_error(request, 400, "Image-based sandboxes are not supported by the Daytona double")
-        snapshot = body.get("snapshot") or next(iter(self.snapshots))
-        if snapshot not in self.snapshots:
+        requested = body.get("snapshot") or next(iter(self.snapshots))
+        snapshot = self._snapshot_name(requested)
+        if snapshot is None:
             raise api_error(
-                request, 400, f"Snapshot {snapshot} not found. Did you add it through the Daytona Dashboard?"
+                request, 400, f"Snapshot {requested} not found. Did you add it through the Daytona Dashboard?"
             )
+        if self.snapshots[snapshot].state != "active":
+            raise api_error(request, 400, f"Snapshot {requested} is {self.snapshots[snapshot].state}")
         sandbox_id = str(uuid.uuid4())
         name = body.get("name") or sandbox_id
         if any(s.name == name for s in self.sandboxes.values()):
@@ -937,8 +1150,17 @@ class DaytonaDouble:
             directory.mkdir(parents=True, exist_ok=True)
         sb.last_activity = asyncio.get_running_loop().time()
         self.sandboxes[sandbox_id] = sb
+        if self.create_delay > 0:
+            sb.state = "creating"
+
+            def starting() -> None:
+                self._set_state(sb, "starting")
+                self._later(sb, "starting", lambda: self._set_state(sb, "started", desired="started"))
+
+            self._later(sb, "creating", starting, delay=self.create_delay)
+        else:
+            self._later(sb, "starting", lambda: self._set_state(sb, "started", desired="started"))
         self._emit("sandbox.created", self._dto(sb))
-        self._later(sb, "starting", lambda: self._set_state(sb, "started", desired="started"))
         return web.json_response(self._dto(sb), status=200)
 
     @staticmethod
@@ -991,6 +1213,13 @@ class DaytonaDouble:
 
     async def _delete(self, request: web.Request) -> web.Response:
         sb = self._find(request, request.match_info["id"])
+        if sb.state == "forking":  # `pending` while the runner forks it
+            raise api_error(request, 409, "Sandbox state change in progress")
+        if any(child.parent_id == sb.id and child.desired_state != "destroyed" for child in self.sandboxes.values()):
+            # server v0.190 `sandbox.service.ts` destroy(): a BadRequestError
+            raise api_error(
+                request, 400, "Cannot delete sandbox which has active fork children. The forks must be deleted first."
+            )
         if sb.state != "destroying":
             old = sb.state
             self._shutdown_sandbox(sb)
@@ -1005,6 +1234,7 @@ class DaytonaDouble:
         if sb.state not in ("stopped", "archived"):
             raise api_error(request, 400, "State change in progress")
         sb.secrets_live = bool(sb.secrets)  # a restart is what makes newly attached Secrets work
+        sb.auth_token = _token(32)  # the standard preview token changes at every start (§19)
         self._set_state(sb, "starting", desired="started")
         self._later(sb, "starting", lambda: self._set_state(sb, "started"))
         return web.json_response(self._dto(sb))
@@ -1069,46 +1299,356 @@ class DaytonaDouble:
         self._find(request, request.match_info["id"])
         return web.json_response({"url": self.toolbox_proxy_url})
 
+    # ----------------------------------------------------------------- preview links (§19)
+
+    def _preview_base(self, port: int | str, key: str) -> str:
+        """Path-based stand-in for the real ``https://{port}-{key}.{proxy domain}``: same server,
+        ``/preview/{port}-{key}``, then the page's own path. Links a page makes relative to its
+        root (``href="/app.js"``) escape the prefix, which a host-based URL would not."""
+        return f"http://127.0.0.1:{self.port}/preview/{port}-{key}"
+
     async def _preview_url(self, request: web.Request) -> web.Response:
+        """`get_preview_link`: `{sandboxId, url, token}`; the token (send it as
+        `X-Daytona-Preview-Token`) is the sandbox's, and changes at every start."""
         sb = self._find(request, request.match_info["id"])
         port = request.match_info["port"]
+        return web.json_response({"sandboxId": sb.id, "url": self._preview_base(port, sb.id), "token": sb.auth_token})
+
+    async def _signed_preview_url(self, request: web.Request) -> web.Response:
+        """`create_signed_preview_url` (../shared/reference/daytona.md §19; server v0.190
+        `getSignedPortPreviewUrl`): port 1–65535, `expiresInSeconds` 1–86400 (default 60), then the sandbox;
+        a 16-character lower-case token bound to that port, stored with its TTL; survives restarts. A
+        non-integer `expiresInSeconds` is a 400 here (v0.190 would hand NaN on to redis: a 500)."""
+        port = _as_int(request.match_info["port"])
+        if port is None or not 1 <= port <= 65535:
+            raise api_error(request, 400, "Invalid port")
+        raw = request.query.get("expiresInSeconds")
+        expires = SIGNED_PREVIEW_DEFAULT if raw is None else _as_int(raw)
+        if expires is None or not 1 <= expires <= SIGNED_PREVIEW_MAX:
+            raise api_error(request, 400, "expiresInSeconds must be between 1 second and 24 hours")
+        sb = self._find(request, request.match_info["id"])
+        token = _token(16)
+        self.signed_previews[(port, token)] = SignedPreview(sb.id, port, time.monotonic() + expires)
         return web.json_response(
-            {"sandboxId": sb.id, "url": f"http://127.0.0.1:{self.port}/preview/{port}-{sb.id}", "token": "preview-token"}
+            {"sandboxId": sb.id, "port": port, "token": token, "url": self._preview_base(port, token)}
         )
 
-    # ----------------------------------------------------------------- snapshots and regions (read-only)
+    async def _expire_signed_preview(self, request: web.Request) -> web.Response:
+        """`expire_signed_preview_url`: 200, no body. Like the server (a redis DEL of
+        `port:token`), an unknown token is no error, and the token need not be this sandbox's."""
+        self._find(request, request.match_info["id"])
+        port = _as_int(request.match_info["port"])
+        if port is not None:
+            self.signed_previews.pop((port, request.match_info["token"]), None)
+        return web.Response(status=200)
+
+    async def _preview_proxy(self, request: web.Request) -> web.StreamResponse:
+        """The preview proxy (../shared/reference/daytona.md §19; server v0.190 `apps/proxy`, runner and
+        daemon `/proxy/{port}`): authenticate, then forward method, path, query, headers (hop-by-hop ones
+        dropped, ``Host: localhost:<port>``, ``X-Forwarded-For``/``-Host`` added) and body to
+        ``127.0.0.1:<port>``, and stream the answer back unchanged.
+
+        Without valid credentials the proxy redirects (307) to the Daytona login page, as it does for an
+        expired or revoked signed token; a successful signed-token visit sets a one-hour auth cookie that
+        keeps working after the token expires. Nothing listening → 502 with an empty body; a stopped sandbox
+        → 400 "no IP address found…". Proxied requests count as activity unless
+        `X-Daytona-Skip-Last-Activity-Update: true`. Not modelled: the browser warning page (browser
+        User-Agents only), WebSockets."""
+        match = re.fullmatch(r"(\d{1,5})-([A-Za-z0-9-]+)", request.match_info["target"])
+        if match is None:
+            raise proxy_error(request, 404, "not found")
+        port, key = int(match.group(1)), match.group(2)
+        headers = request.headers.copy()
+        query = request.query_string
+        sandbox_id, cookie = self._preview_auth(request, port, key, headers)
+        if sandbox_id is None:
+            return self._login_redirect(request, key)
+        if "DAYTONA_SANDBOX_AUTH_KEY" in request.query:
+            query = urllib.parse.urlencode(
+                sorted((k, v) for k, v in request.query.items() if k != "DAYTONA_SANDBOX_AUTH_KEY")
+            )
+        sb = self.sandboxes.get(sandbox_id)
+        activity = sb.last_activity if sb is not None else 0.0
+        sb = self._running_sandbox(request, sb)
+        if headers.get("X-Daytona-Skip-Last-Activity-Update") == "true":
+            sb.last_activity = activity
+        headers.popall("X-Daytona-Skip-Last-Activity-Update", None)
+        path = request.raw_path.partition("?")[0][len(f"/preview/{request.match_info['target']}"):]
+        if not path.startswith("/"):
+            path = "/" + path
+        return await self._forward(request, port, path, query, headers, cookie)
+
+    def _preview_auth(
+        self, request: web.Request, port: int, key: str, headers: Any
+    ) -> tuple[str | None, tuple[str, str] | None]:
+        """The proxy's `Authenticate`, in its order: public sandbox, API key, preview token
+        (header, then query), auth cookie, signed token. Returns (sandbox id or None, cookie to
+        set); credential headers are removed from what is forwarded."""
+        sb = self.sandboxes.get(key)
+        if sb is not None and sb.public:
+            return key, None
+        authorization = headers.get("Authorization", "")
+        if authorization.startswith("Bearer ") and sb is not None and authorization[7:].strip() == self.api_key:
+            headers.popall("Authorization")
+            return key, None
+        preview_token = headers.get("X-Daytona-Preview-Token")
+        headers.popall("X-Daytona-Preview-Token", None)
+        if sb is not None and sb.auth_token in (preview_token, request.query.get("DAYTONA_SANDBOX_AUTH_KEY")):
+            return key, None
+        cookie_value = request.cookies.get(PREVIEW_COOKIE + key)
+        if cookie_value is not None and (from_cookie := self._cookie_sandbox(PREVIEW_COOKIE + key, cookie_value)):
+            return from_cookie, None
+        signed = self.signed_previews.get((port, key))
+        if signed is not None and signed.expires_at <= time.monotonic():
+            del self.signed_previews[(port, key)]  # the redis key has expired
+            signed = None
+        if signed is None:
+            return None, None
+        return signed.sandbox_id, (PREVIEW_COOKIE + key, self._cookie_for(PREVIEW_COOKIE + key, signed.sandbox_id))
+
+    def _cookie_for(self, name: str, sandbox_id: str) -> str:
+        """A signed, timestamped cookie value (gorilla/securecookie with MaxAge 3600 in the proxy)."""
+        payload = base64.urlsafe_b64encode(f"{sandbox_id}|{int(time.time())}".encode()).decode()
+        signature = hmac.new(self._cookie_key, f"{name}|{payload}".encode(), hashlib.sha256).hexdigest()
+        return f"{payload}.{signature}"
+
+    def _cookie_sandbox(self, name: str, value: str) -> str | None:
+        payload, _, signature = value.partition(".")
+        expected = hmac.new(self._cookie_key, f"{name}|{payload}".encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(signature, expected):
+            return None
+        try:
+            sandbox_id, _, issued = base64.urlsafe_b64decode(payload.encode()).decode().partition("|")
+            fresh = time.time() - int(issued) <= PREVIEW_COOKIE_MAX_AGE
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return sandbox_id if fresh else None
+
+    def _login_redirect(self, request: web.Request, key: str) -> web.Response:
+        """What the proxy does when every credential failed on a preview host: 307 to the OIDC
+        login (`getAuthUrl`), with `returnTo` in the state. The double's login page stands in
+        for Daytona's identity provider."""
+        state = base64.urlsafe_b64encode(
+            json.dumps({"state": _token(22), "returnTo": str(request.url), "sandboxId": key}).encode()
+        ).decode()
+        query = urllib.parse.urlencode(
+            {
+                "audience": "https://api.daytona.double",
+                "client_id": "daytona-proxy",
+                "code_challenge": base64.urlsafe_b64encode(random_tokens.token_bytes(32)).decode().rstrip("="),
+                "code_challenge_method": "S256",
+                "redirect_uri": f"http://127.0.0.1:{self.port}/callback",
+                "response_type": "code",
+                "scope": "openid profile",
+                "state": state,
+            }
+        )
+        location = f"http://127.0.0.1:{self.port}/oidc/authorize?{query}"
+        body = f'<a href="{location.replace("&", "&amp;")}">Temporary Redirect</a>.\n\n'  # Go's http.Redirect
+        return web.Response(status=307, text=body, content_type="text/html", headers={"Location": location})
+
+    async def _login_page(self, request: web.Request) -> web.Response:
+        return web.Response(
+            text="<!doctype html><title>Log in | Daytona</title><h1>Log in to Daytona</h1>\n", content_type="text/html"
+        )
+
+    async def _forward(
+        self, request: web.Request, port: int, path: str, query: str, headers: Any, cookie: tuple[str, str] | None
+    ) -> web.StreamResponse:
+        """Send the request to ``127.0.0.1:<port>`` and stream the answer back."""
+        assert self._http is not None
+        listed = {h.strip().lower() for h in headers.get("Connection", "").split(",") if h.strip()}
+        forwarded: list[tuple[str, str]] = [
+            (k, v) for k, v in headers.items()
+            if k.lower() not in HOP_BY_HOP and k.lower() not in listed and k.lower() not in ("host", "content-length")
+        ]  # fmt: skip
+        client = request.remote or "127.0.0.1"
+        prior = headers.get("X-Forwarded-For")
+        forwarded = [(k, v) for k, v in forwarded if k.lower() != "x-forwarded-for"]
+        forwarded += [
+            ("Host", f"localhost:{port}"),
+            ("X-Forwarded-For", f"{prior}, {client}" if prior else client),
+            ("X-Forwarded-Host", request.host),
+        ]
+        body = await request.read() if request.body_exists else None
+        target = URL(f"http://127.0.0.1:{port}{path}" + (f"?{query}" if query else ""), encoded=True)
+        try:
+            upstream = await self._http.request(
+                request.method, target, headers=forwarded, data=body, allow_redirects=False,
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            )  # fmt: skip
+        except (aiohttp.ClientError, OSError) as exc:
+            log.info("preview proxy: %s %s: %s", request.method, target, exc)
+            return web.Response(status=502)  # the daemon's ReverseProxy ErrorHandler: empty body
+        async with upstream:
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            upstream_listed = {h.strip().lower() for h in upstream.headers.get("Connection", "").split(",")}
+            for name, value in upstream.headers.items():
+                if name.lower() not in HOP_BY_HOP and name.lower() not in upstream_listed:
+                    response.headers.add(name, value)
+            if cookie is not None:
+                response.set_cookie(cookie[0], cookie[1], max_age=PREVIEW_COOKIE_MAX_AGE, path="/", httponly=True)
+            await response.prepare(request)
+            try:
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+            except (aiohttp.ClientError, ConnectionError) as exc:
+                log.info("preview proxy: %s %s: stream ended early: %s", request.method, target, exc)
+        return response
+
+    # ----------------------------------------------------------------- fork (§20.1)
+
+    async def _fork(self, request: web.Request) -> web.Response:
+        """`POST /sandbox/{idOrName}/fork` (../shared/reference/daytona.md §20.1; server v0.190
+        `forkSandbox`): 422 for a class that cannot fork (knob `forkable`), 400 unless the source is
+        `started`, 409 for a taken name. The new sandbox takes the source's snapshot, user, env, labels,
+        visibility, intervals, network settings and Secrets (v0.190 copies networkBlockAll/networkAllowList;
+        that domainAllowList and Secrets carry over too is an assumption), is answered in `creating` and
+        reaches `started` after start_delay, while the source is `forking` for as long. Its files are a copy
+        of the source's at the time of the request (the daemon's sessions are not: a fork starts with no
+        process)."""
+        src = self._find(request, request.match_info["id"])
+        body = await _json_body(request, toolbox=False)
+        if not self.forkable:
+            raise api_error(request, 422, "Forking is not supported for this sandbox")
+        if src.state != "started":
+            raise api_error(request, 400, "Sandbox must be in started state to fork")
+        name = body.get("name")
+        if name is not None and not isinstance(name, str):
+            raise validation_error(request, "name must be a string")
+        fork_id = str(uuid.uuid4())
+        name = name or fork_id
+        if any(s.name == name for s in self.sandboxes.values()):
+            raise api_error(request, 409, "Sandbox with this name already exists")
+        assert self._base_dir is not None
+        fork = SandboxRecord(
+            id=fork_id,
+            name=name,
+            root=self._base_dir / fork_id,
+            snapshot=src.snapshot,
+            spec=src.spec,
+            env=dict(src.env),
+            labels=dict(src.labels),
+            target=src.target,
+            user=src.user,
+            public=src.public,
+            network_block_all=src.network_block_all,
+            network_allow_list=src.network_allow_list,
+            domain_allow_list=src.domain_allow_list,
+            secrets=dict(src.secrets),
+            secret_env=dict(src.secret_env),
+            secrets_live=bool(src.secrets),
+            state="creating",
+            auto_stop_interval=src.auto_stop_interval,
+            auto_archive_interval=src.auto_archive_interval,
+            auto_delete_interval=src.auto_delete_interval,
+            parent_id=src.id,
+        )
+        self._set_state(src, "forking")
+        self.sandboxes[fork_id] = fork
+        fork.last_activity = asyncio.get_running_loop().time()
+        try:
+            await asyncio.to_thread(_clone_root, src.root, fork.root)
+            fork.egress = await EgressProxy(
+                fork_id, lambda: self._egress_policy(fork), hosts=self.hosts, record=self.egress_log.append
+            ).start()
+        except Exception:
+            log.exception("fork of %s failed", src.id)
+            self.sandboxes.pop(fork_id, None)
+            shutil.rmtree(fork.root, ignore_errors=True)
+            if src.state == "forking":
+                self._set_state(src, "started")
+            raise api_error(request, 500, "An unexpected error occurred.") from None
+        self._emit("sandbox.created", self._dto(fork))
+        self._later(src, "forking", lambda: self._set_state(src, "started"))
+        self._later(fork, "creating", lambda: self._set_state(fork, "started", desired="started"))
+        return web.json_response(self._dto(fork))
+
+    # ----------------------------------------------------------------- snapshots (§16) and regions
+
+    @staticmethod
+    def _snapshot_id(name: str, spec: SnapshotSpec) -> str:
+        return spec.id or str(uuid.uuid5(uuid.NAMESPACE_URL, f"daytona-double/snapshot/{name}"))
+
+    def _snapshot_name(self, id_or_name: str) -> str | None:
+        if id_or_name in self.snapshots:
+            return id_or_name
+        return next((n for n, s in self.snapshots.items() if self._snapshot_id(n, s) == id_or_name), None)
 
     def _snapshot_dto(self, name: str, spec: SnapshotSpec) -> dict[str, Any]:
         """SnapshotDto with every required field (`daytona_api_client_async/models/snapshot_dto.py`)."""
-        created = "2026-01-01T00:00:00.000Z"
-        return {
-            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"daytona-double/snapshot/{name}")),
-            "organizationId": None if spec.general else self.organization_id,
-            "general": spec.general,
+        snapshot_id = self._snapshot_id(name, spec)
+        build = self._builds.get(snapshot_id)
+        if build is None:
+            created = "2026-01-01T00:00:00.000Z"
+            return {
+                "id": snapshot_id,
+                "organizationId": None if spec.general else self.organization_id,
+                "general": spec.general,
+                "name": name,
+                "imageName": f"daytonaio/{name}:double",
+                "state": spec.state,
+                "size": 1,
+                "entrypoint": ["sleep", "infinity"],
+                "cpu": 1,
+                "gpu": 0,
+                "mem": 1,
+                "disk": 3,
+                "errorReason": spec.error_reason,
+                "createdAt": created,
+                "updatedAt": created,
+                "lastUsedAt": None,
+                "sourceSandboxId": None,
+                "regionIds": [self.target],
+            }
+        dto: dict[str, Any] = {
+            "id": snapshot_id,
+            "organizationId": self.organization_id,
+            "general": False,
             "name": name,
-            "imageName": f"daytonaio/{name}:double",
-            "state": "active",
-            "size": 1,
-            "entrypoint": ["sleep", "infinity"],
-            "cpu": 1,
-            "gpu": 0,
-            "mem": 1,
-            "disk": 3,
-            "errorReason": None,
-            "createdAt": created,
-            "updatedAt": created,
+            "state": spec.state,
+            "size": build.size,
+            "entrypoint": build.entrypoint,
+            "cpu": build.cpu,
+            "gpu": build.gpu,
+            "mem": build.mem,
+            "disk": build.disk,
+            "errorReason": spec.error_reason,
+            "createdAt": _iso(build.created_at),
+            "updatedAt": _iso(build.updated_at),
             "lastUsedAt": None,
             "sourceSandboxId": None,
-            "regionIds": [self.target],
+            "regionIds": [build.region],
+            "sandboxClass": "container",
         }
+        if spec.image_name:
+            dto["imageName"] = spec.image_name
+        if build.runner:
+            dto["initialRunnerId"] = build.runner
+        if build.build_info is not None:
+            dto["buildInfo"] = {
+                **build.build_info,
+                "createdAt": _iso(build.created_at),
+                "updatedAt": _iso(build.created_at),
+                "snapshotRef": build.snapshot_ref,
+            }
+            dto["ref"] = f"registry.daytona.double/daytona/{build.snapshot_ref}"
+        return dto
+
+    def _reported(self, name: str, spec: SnapshotSpec) -> dict[str, Any]:
+        """The DTO the API answers; a build reported `building` may now end (see build_seconds)."""
+        build = self._builds.get(self._snapshot_id(name, spec))
+        if build is not None and spec.state == "building":
+            build.seen_building.set()
+        return self._snapshot_dto(name, spec)
 
     async def _snapshot_get(self, request: web.Request) -> web.Response:
         """`GET /snapshots/{idOrName}`: the organization's own snapshots only (see SnapshotSpec)."""
         wanted = request.match_info["id"]
         for name, spec in self.snapshots.items():
-            dto = self._snapshot_dto(name, spec)
-            if not spec.general and wanted in (name, dto["id"]):
-                return web.json_response(dto)
+            if not spec.general and wanted in (name, self._snapshot_id(name, spec)):
+                return web.json_response(self._reported(name, spec))
         raise api_error(request, 404, f"Snapshot with ID or name {wanted} not found")
 
     async def _snapshot_list(self, request: web.Request) -> web.Response:
@@ -1121,9 +1661,193 @@ class DaytonaDouble:
         if page < 1 or not 1 <= limit <= 200:
             raise validation_error(request, "page must not be less than 1", "limit must not be greater than 200")
         ordered = sorted(self.snapshots.items(), key=lambda item: (item[1].general, item[0]))
-        items = [self._snapshot_dto(name, spec) for name, spec in ordered]
+        items = [self._reported(name, spec) for name, spec in ordered]
         return web.json_response({"items": items[(page - 1) * limit : page * limit], "total": len(items),
                                   "page": page, "totalPages": math.ceil(len(items) / limit)})
+
+    async def _snapshot_create(self, request: web.Request) -> web.Response:
+        """`POST /snapshots` (`snapshot.create`, ../shared/reference/daytona.md §16.2; server v0.190
+        `snapshot.controller.ts` and `createFromBuildInfo` / `createFromPull`): 200 SnapshotDto in
+        `pending`; then a runner takes it (start_delay) and it is `building` (a Dockerfile: log lines over
+        build_seconds, BuildKit style) or `pulling` (an image name), then `active`, or `error` /
+        `build_failed` as `fail_builds` says. The double runs no Dockerfile: a built snapshot gets
+        `built_snapshot_path` and the Dockerfile's `ENV`s."""
+        body = await _json_body(request, toolbox=False)
+        name = body.get("name")
+        if not isinstance(name, str) or not name:
+            raise validation_error(request, "name must be a string")
+        build_info = body.get("buildInfo")
+        image_name = body.get("imageName")
+        if build_info is not None:
+            if not isinstance(build_info, dict) or not isinstance(build_info.get("dockerfileContent"), str):
+                raise validation_error(request, "buildInfo.dockerfileContent must be a string")
+            if image_name:
+                raise api_error(request, 400, "Cannot specify an image name when using a build info entry")
+            if body.get("entrypoint"):
+                raise api_error(request, 400, "Cannot specify an entrypoint when using a build info entry")
+        elif not image_name:
+            raise api_error(request, 400, "Must specify an image name when not using a build info entry")
+        for key in ("cpu", "gpu", "memory", "disk"):
+            if body.get(key) is not None and (not isinstance(body[key], int) or isinstance(body[key], bool)):
+                raise validation_error(request, f"{key} must be an integer number")
+        region = str(body.get("regionId") or "").strip() or self.target
+        if region != self.target:
+            raise api_error(request, 404, "Region not found")
+        if not IMAGE_NAME.fullmatch(name):
+            raise api_error(
+                request, 400, "Invalid snapshot name format. May contain letters, digits, dots, colons, and dashes"
+            )
+        if image_name and (problem := _image_name_problem(str(image_name))):
+            raise api_error(request, 400, problem)
+        if name in self.snapshots:
+            raise api_error(request, 409, f'Snapshot with name "{name}" already exists for this organization')
+        dockerfile = build_info["dockerfileContent"] if build_info is not None else None
+        spec = SnapshotSpec(
+            path=list(self.built_snapshot_path),
+            env=_dockerfile_env(dockerfile) if dockerfile else {},
+            id=str(uuid.uuid4()),
+            state="pending",
+            dockerfile=dockerfile,
+            image_name=str(image_name) if image_name else None,
+        )
+        build = SnapshotBuild(
+            name=name,
+            build_info=None if build_info is None else {
+                "dockerfileContent": dockerfile, "contextHashes": list(build_info.get("contextHashes") or [])
+            },
+            region=region,
+            cpu=int(body.get("cpu") or 1),
+            gpu=int(body.get("gpu") or 0),
+            mem=int(body.get("memory") or 1),
+            disk=int(body.get("disk") or 3),
+            entrypoint=_dockerfile_entrypoint(dockerfile) if dockerfile else body.get("entrypoint"),
+        )  # fmt: skip
+        assert spec.id is not None
+        self.snapshots[name] = spec
+        self._builds[spec.id] = build
+        failure = self._take_build_failure() if build_info is not None else None
+        build.task = self._spawn(self._run_build(spec, build, failure))
+        return web.json_response(self._snapshot_dto(name, spec))
+
+    def _take_build_failure(self) -> BuildFailure | None:
+        if not self._build_failures:
+            return None
+        failure = self._build_failures[0]
+        failure.count -= 1
+        if failure.count <= 0:
+            self._build_failures.pop(0)
+        return failure
+
+    def _snapshot_state(self, spec: SnapshotSpec, build: SnapshotBuild, state: str, reason: str | None = None) -> None:
+        spec.state = state
+        spec.error_reason = reason
+        build.updated_at = _now()
+
+    async def _run_build(self, spec: SnapshotSpec, build: SnapshotBuild, failure: BuildFailure | None) -> None:
+        await asyncio.sleep(self.start_delay)  # until a runner takes it (`handleSnapshotStatePending`)
+        build.runner = "double-runner"
+        if build.build_info is None:
+            self._snapshot_state(spec, build, "pulling")
+            await asyncio.sleep(self.build_seconds)
+            build.size = 1.0
+            self._snapshot_state(spec, build, "active")
+            return
+        self._snapshot_state(spec, build, "building")
+        if failure is not None and failure.state == "build_failed":
+            self._snapshot_state(spec, build, "build_failed", failure.reason or "Request failed with status code 500")
+            build.log.finish()
+            return
+        assert spec.dockerfile is not None
+        lines, error = _buildkit_log(spec.dockerfile, failure)
+        pause = self.build_seconds / max(len(lines), 1)
+        for line in lines:
+            build.log.append(line)
+            await asyncio.sleep(pause)
+        # Not over before the API has shown it running once (see `build_seconds`).
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(build.seen_building.wait(), 2.0)
+        if error is not None:
+            self._snapshot_state(spec, build, "error", error)
+        else:
+            build.size = 1.0
+            self._snapshot_state(spec, build, "active")
+        build.log.finish()
+
+    async def _snapshot_delete(self, request: web.Request) -> web.Response:
+        """`DELETE /snapshots/{id}` (`snapshot.delete`): an id only (ParseUUIDPipe), 200 without
+        a body; the snapshot is `removing`, then gone after start_delay. Sandboxes made from it
+        keep running; new ones are refused ("Snapshot X is removing")."""
+        wanted = request.match_info["id"]
+        try:
+            uuid.UUID(wanted)
+        except ValueError:
+            raise api_error(request, 400, "Validation failed (uuid is expected)") from None
+        name = next((n for n, s in self.snapshots.items() if self._snapshot_id(n, s) == wanted), None)
+        if name is None or self.snapshots[name].general:
+            raise api_error(request, 404, f"Snapshot {wanted} not found")
+        spec = self.snapshots[name]
+        build = self._builds.get(wanted)
+        if build is not None:
+            if build.task is not None:
+                build.task.cancel()
+            build.log.finish()
+        spec.state = "removing"
+
+        async def remove() -> None:
+            await asyncio.sleep(self.start_delay)
+            if self.snapshots.get(name) is spec:
+                del self.snapshots[name]
+            self._builds.pop(wanted, None)
+
+        self._spawn(remove())
+        return web.Response(status=200)
+
+    async def _snapshot_logs_url(self, request: web.Request) -> web.Response:
+        """`GET /snapshots/{id}/build-logs-url` → `{"url"}` on the proxy, once a runner has the
+        build (the server waits up to 30 s for one)."""
+        wanted = request.match_info["id"]
+        build = self._builds.get(wanted)
+        if build is None:
+            if self._snapshot_name(wanted) is None:
+                raise api_error(request, 404, f"Snapshot {wanted} not found")
+            raise api_error(request, 404, f"Snapshot {wanted} has no build info")
+        if build.build_info is None:
+            raise api_error(request, 404, f"Snapshot {wanted} has no build info")
+        deadline = time.monotonic() + 30
+        while build.runner is None:
+            if time.monotonic() > deadline:
+                raise api_error(request, 404, f"Timeout waiting for build runner assignment for snapshot {wanted}")
+            await asyncio.sleep(0.05)
+        return web.json_response({"url": f"http://127.0.0.1:{self.port}/snapshots/{wanted}/build-logs"})
+
+    async def _snapshot_logs(self, request: web.Request) -> web.StreamResponse:
+        """`GET <proxy>/snapshots/{id}/build-logs[?follow=true]` (the runner's `GetBuildLogs`):
+        `application/octet-stream`, the log so far, then (follow) each line as it is written,
+        ending when the build does."""
+        build = self._builds.get(request.match_info["id"])
+        if build is None:
+            raise proxy_error(request, 404, f"Snapshot {request.match_info['id']} not found")
+        if build.runner is None:
+            raise proxy_error(request, 400, "snapshot has no initial runner")
+        follow = request.query.get("follow") == "true"
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        await response.prepare(request)
+        offset = 0
+        try:
+            while True:
+                changed = build.log.changed()
+                if offset < len(build.log.data):
+                    chunk = bytes(build.log.data[offset:])
+                    offset += len(chunk)
+                    await response.write(chunk)
+                    continue
+                if build.log.done or not follow:
+                    break
+                await changed.wait()
+            await response.write_eof()
+        except ConnectionError:
+            pass
+        return response
 
     async def _regions(self, request: web.Request) -> web.Response:
         """`GET /regions` (listAvailableRegions): the regions this organization may use; here
@@ -1370,10 +2094,15 @@ class DaytonaDouble:
 
     def _toolbox_sandbox(self, request: web.Request) -> SandboxRecord:
         """Resolve the sandbox behind a toolbox URL the way the proxy does, and bump activity."""
-        sb = self.sandboxes.get(request.match_info["sandbox_id"])
+        return self._running_sandbox(request, self.sandboxes.get(request.match_info["sandbox_id"]))
+
+    def _running_sandbox(self, request: web.Request, sb: SandboxRecord | None) -> SandboxRecord:
+        """What the runner's proxy answers for a sandbox's container (toolbox and previews): 404
+        when gone, 400 without an IP (not running). The proxy does not look at the state, so a
+        source keeps answering while it is `forking`."""
         if sb is None or sb.state in ("destroying", "destroyed", "archived"):
             raise proxy_error(request, 404, "sandbox container not found")
-        if sb.state != "started":
+        if sb.state not in ("started", "forking"):
             raise proxy_error(request, 400, NO_IP_MESSAGE)
         sb.last_activity = asyncio.get_running_loop().time()
         return sb
@@ -1745,6 +2474,198 @@ def _split_list(value: str | None) -> list[str] | None:
     return [entry.strip() for entry in value.split(",") if entry.strip()]
 
 
+def _as_int(raw: str) -> int | None:
+    """An integer path/query parameter, or None (the server's checks then answer 400)."""
+    return int(raw) if re.fullmatch(r"-?\d+", raw.strip()) else None
+
+
+def _image_name_problem(name: str) -> str | None:
+    """`validateImageName` of the server (snapshots from a registry image)."""
+    if "@sha256:" in name:
+        image, _, digest = name.partition("@sha256:")
+        if not image or not re.fullmatch(r"[a-f0-9]{64}", digest):
+            return "Invalid digest format. Must be image@sha256:64_hex_characters"
+        return None
+    if ":" not in name or name.endswith(":") or re.search(r":\s*$", name):
+        return "Image name must include a tag (e.g., ubuntu:22.04) or digest (@sha256:...)"
+    if name.endswith(":latest"):
+        return 'Images with tag ":latest" are not allowed'
+    if not IMAGE_NAME.fullmatch(name):
+        return ("Invalid image name format. Must be lowercase, may contain digits, dots, dashes, "
+                "and single slashes between components")
+    return None
+
+
+def _dockerfile_instructions(dockerfile: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of each Dockerfile instruction, continuation lines joined."""
+    result: list[tuple[str, str]] = []
+    pending = ""
+    for raw in dockerfile.splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        keyword, _, args = (pending + line).partition(" ")
+        pending = ""
+        result.append((keyword.upper(), args.strip()))
+    if pending:
+        keyword, _, args = pending.partition(" ")
+        result.append((keyword.upper(), args.strip()))
+    return result
+
+
+def _dockerfile_env(dockerfile: str) -> dict[str, str]:
+    """The image env the Dockerfile's `ENV k=v …` (or legacy `ENV k v`) lines set."""
+    env: dict[str, str] = {}
+    for keyword, args in _dockerfile_instructions(dockerfile):
+        if keyword != "ENV":
+            continue
+        try:
+            words = shlex.split(args)
+        except ValueError:
+            continue
+        if words and "=" not in words[0]:
+            env[words[0]] = " ".join(words[1:])
+            continue
+        for word in words:
+            key, sep, value = word.partition("=")
+            if sep:
+                env[key] = value
+    return env
+
+
+def _dockerfile_entrypoint(dockerfile: str) -> list[str] | None:
+    """The last `ENTRYPOINT` (exec or shell form), as the server reads it at create."""
+    entrypoint = None
+    for keyword, args in _dockerfile_instructions(dockerfile):
+        if keyword == "ENTRYPOINT":
+            try:
+                parsed = json.loads(args)
+            except json.JSONDecodeError:
+                parsed = None
+            entrypoint = [str(a) for a in parsed] if isinstance(parsed, list) else ["/bin/sh", "-c", args]
+    return entrypoint
+
+
+def _full_image(image: str) -> str:
+    """Docker's normalized reference, as BuildKit prints it (python:3.12 → docker.io/library/python:3.12)."""
+    first = image.split("/")[0]
+    if image == "scratch" or ("/" in image and ("." in first or ":" in first or first == "localhost")):
+        return image
+    return f"docker.io/{image}" if "/" in image else f"docker.io/library/{image}"
+
+
+def _buildkit_log(dockerfile: str, failure: BuildFailure | None) -> tuple[list[str], str | None]:
+    """The build log the runner writes with BuildKit (server v0.190 `image_build_session.go`:
+    ``#n <vertex>`` when a vertex starts, the step's output, ``ERROR: <error>``), and the
+    error of a failing step. The double runs no step, so steps print nothing unless
+    `failure.output` says so."""
+    instructions = _dockerfile_instructions(dockerfile)
+    steps = [(keyword, args) for keyword, args in instructions if keyword in BUILD_STEPS]
+    base = next((args.split()[0] for keyword, args in instructions if keyword == "FROM" and args), "scratch")
+    failing = None
+    if failure is not None and steps:
+        runs = [i for i, (keyword, _) in enumerate(steps) if keyword == "RUN"]
+        last = runs[-1] if runs else len(steps) - 1
+        failing = last if failure.step is None else next(
+            (i for i, (keyword, args) in enumerate(steps) if failure.step in f"{keyword} {args}"), last
+        )
+    lines = [
+        "#1 [internal] load build definition from Dockerfile",
+        f"#2 [internal] load metadata for {_full_image(base)}",
+        "#3 [internal] load .dockerignore",
+    ]
+    number = 3
+    for index, (keyword, args) in enumerate(steps):
+        number += 1
+        shown = f"FROM {_full_image(args.split()[0])}" if keyword == "FROM" and args else f"{keyword} {args}"
+        lines.append(f"#{number} [{index + 1}/{len(steps)}] {shown}")
+        if failure is not None and index == failing:
+            lines.extend(failure.output)
+            reason = failure.reason or f'process "/bin/sh -c {args}" did not complete successfully: exit code: 1'
+            lines.append(f"ERROR: {reason}")
+            return lines, reason
+    lines.append(f"#{number + 1} exporting to image")
+    return lines, None
+
+
+def _claude_slug(path: str) -> str:
+    """Claude Code's project directory name for a cwd: every non-alphanumeric char → "-"."""
+    return re.sub(r"[^a-zA-Z0-9]", "-", path)
+
+
+def _clone_root(src: Path, dst: Path) -> None:
+    """A fork's files: the source's tree (not the daemon's session state; no FIFOs, sockets or
+    devices), then every mention of the source's root — in file contents, symlink targets and
+    names, also as Claude Code's project slug — rewritten to the fork's root. Both roots are
+    ``<base>/<uuid>``, so the rewrite keeps every file's length (binaries stay intact).
+
+    A real fork is a same-path copy-on-write clone, where none of this is needed: the rewrite
+    is what makes the double's copy equivalent (a resumed Claude conversation, a virtualenv…)."""
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        skipped = {"daemon"} if Path(directory) == src else set()
+        for name in names:
+            try:
+                mode = os.lstat(os.path.join(directory, name)).st_mode
+            except OSError:
+                skipped.add(name)
+                continue
+            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+                skipped.add(name)
+        return skipped
+
+    try:
+        shutil.copytree(src, dst, symlinks=True, ignore=ignore)
+    except shutil.Error as exc:  # files that vanished or could not be read while copying
+        log.warning("fork of %s: %d file(s) not copied: %s", src, len(exc.args[0]), exc.args[0][:3])
+    _relocate(dst, str(src), str(dst))
+    for sub in ("home/daytona", "tmp", "daemon"):
+        (dst / sub).mkdir(parents=True, exist_ok=True)
+
+
+def _relocate(root: Path, old: str, new: str) -> None:
+    pairs = [(old.encode(), new.encode()), (_claude_slug(old).encode(), _claude_slug(new).encode())]
+    old_slug, new_slug = _claude_slug(old), _claude_slug(new)
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        for name in [*filenames, *dirnames]:
+            path = os.path.join(dirpath, name)
+            try:
+                if os.path.islink(path):
+                    target = os.readlink(path)
+                    if old in target:
+                        os.unlink(path)
+                        os.symlink(target.replace(old, new), path)
+                elif name in filenames:
+                    _rewrite(path, pairs)
+                if old_slug in name:
+                    os.rename(path, os.path.join(dirpath, name.replace(old_slug, new_slug)))
+            except OSError as exc:
+                log.warning("fork: could not relocate %s: %s", path, exc)
+
+
+def _rewrite(path: str, pairs: list[tuple[bytes, bytes]]) -> None:
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > 256 * 1024 * 1024:
+        return
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if not any(old in data for old, _ in pairs):
+        return
+    for old, new in pairs:
+        data = data.replace(old, new)
+    mode = stat.S_IMODE(info.st_mode)
+    if not mode & stat.S_IWUSR:
+        os.chmod(path, mode | stat.S_IWUSR)
+    with open(path, "r+b") as fh:
+        fh.write(data)
+        fh.truncate()
+    os.chmod(path, mode)
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+
 def _check_cidr(request: web.Request, network: str) -> None:
     """The server's networkAllowList entry check (network-validation.util.ts)."""
     address, slash, prefix = network.partition("/")
@@ -1896,7 +2817,8 @@ def claude_bin_dir() -> Path:
 
 @pytest_asyncio.fixture
 async def daytona_double(claude_bin_dir: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[DaytonaDouble]:
-    """A started double whose default snapshot "daytona-small" has `claude` on its PATH.
+    """A started double whose default snapshot "daytona-small" has `claude` on its PATH, as
+    have the snapshots built through the API (`built_snapshot_path` defaults to it).
 
     NO_PROXY is set because the SDK's aiohttp session uses trust_env=True."""
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
