@@ -156,11 +156,14 @@ def bot_command_patterns(work_dirs: set[str]) -> list[re.Pattern[str]]:
     flags = r"-p --output-format stream-json --verbose --include-partial-messages --dangerously-skip-permissions"
     return [re.compile(p, re.DOTALL) for p in (
         re.escape('PATH="$HOME/.maison/npm/bin:$PATH" command -v claude'),
-        re.escape(INSTALL_SCRIPT.format(version=CLAUDE_CODE_VERSION)),
+        *(re.escape(INSTALL_SCRIPT.format(version=CLAUDE_CODE_VERSION, pin=pin)) for pin in (0, 1)),
+        re.escape("bash -c 'exec 3<>/dev/tcp/127.0.0.1/") + r"\d+" + re.escape(
+            "' >/dev/null 2>&1 && echo open || echo closed"),
         re.escape(KILL_STALE_SCRIPT),
         re.escape(KILL_RUN_FUNCTION) + rf"kill_run {run_dir}",
         rf"cd (?:{dirs}) && setsid --wait bash \.maison/run\.sh {run_dir} {flags}"
-        rf"(?: --resume [0-9a-f-]{{36}}| --continue)?(?: --append-system-prompt-file {run_dir}/instructions)?",
+        rf"(?: --resume [0-9a-f-]{{36}}| --continue)?(?: --fork-session)?"
+        rf"(?: --append-system-prompt-file {run_dir}/instructions)?",
         rf"tail -c \+\d+ {run_dir}/out\.jsonl 2>/dev/null \| head -c \d+ \| base64 -w0",
         rf"cat {run_dir}/stderr 2>/dev/null",
     )]

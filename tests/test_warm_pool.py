@@ -23,7 +23,12 @@ def pool_members(env: BotEnv) -> list[str]:
 
 
 async def full_pool(env: BotEnv, size: int, timeout: float = 20) -> list[str]:
-    return await env.slack.wait_for(lambda: len(pool_members(env)) == size and pool_members(env), timeout=timeout)
+    """The pool's members once the bot counts them ready (as `/maison status` says): Daytona
+    shows a member started before the bot has checked its Claude Code."""
+    def full() -> list[str] | None:
+        ready = env.app is None or env.app.sandboxes.pool.ready == size
+        return pool_members(env) if ready and len(pool_members(env)) == size else None
+    return await env.slack.wait_for(full, timeout=timeout)
 
 
 async def test_a_new_thread_takes_a_ready_sandbox_and_the_pool_refills(bot_env):

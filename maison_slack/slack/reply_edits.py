@@ -27,6 +27,8 @@ from maison_slack.slack.reply import MESSAGE_GONE, Reply, feedback_buttons, stop
 logger = logging.getLogger(__name__)
 
 _FINAL_ATTEMPTS = 4
+#: Seconds after a status-only edit before the next edit (status changes come in short bursts).
+_STATUS_PAUSE = 0.2
 
 
 class EditedReply(Reply):
@@ -81,6 +83,7 @@ class EditedReply(Reply):
         while not self.channel_gone:
             await self._dirty.wait()
             self._dirty.clear()
+            synced = self._synced_text
             try:
                 await self._sync(final=False)
             except asyncio.CancelledError:
@@ -88,7 +91,9 @@ class EditedReply(Reply):
             except Exception as exc:  # whatever it is, the loop lives on: the next change renders again
                 logger.warning("Live update of run %s failed: %s", self._run_id, exc)
                 self._dirty.set()
-            await asyncio.sleep(self._min_interval)
+            # The interval paces the answer's edits; after a status-only edit ("Thinking…") the
+            # first words of the answer must not wait for it.
+            await asyncio.sleep(self._min_interval if self._synced_text != synced else _STATUS_PAUSE)
 
     def _pieces(self) -> list[str]:
         return split_markdown(self._shown(self._body())) or [""]

@@ -277,7 +277,7 @@ class Runner:
         return sandbox, True
 
     async def _new_sandbox(self, owner: ThreadOwner, reply: Reply) -> MaisonSandbox:
-        reply.set_status("Creating a sandbox…")
+        reply.set_status("Taking a ready sandbox…" if self._sandboxes.pool.ready else "Creating a sandbox…")
         # No other job of this thread runs until the id is in SQLite, so the orphan sweep (which
         # asks this owner) never takes the new sandbox for an orphan.
         sandbox = await self._sandboxes.create(*owner.key)
