@@ -10,6 +10,7 @@ API (`chat.startStream`/`appendStream`/`stopStream`, live for one viewer:
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
@@ -32,6 +33,7 @@ FEEDBACK_ACTION = "maison_feedback"
 _ERROR_MAX = 1500
 #: Tool calls shown in a reply's task list (the last ones); a context element holds 3,000 characters.
 _SHOWN_TASKS = 6
+_FINAL_ATTEMPTS = 4
 #: A task's one-line result (a failing command's first line of output) is cut here.
 _OUTPUT_MAX = 120
 
@@ -89,7 +91,7 @@ def stop_button(run_id: int) -> dict[str, Any]:
     }
 
 
-class Reply:
+class Reply(abc.ABC):
     """The state of one run's reply. Call `start()`, then `append`/`set_status`/tasks, then
     `finish()`, which always delivers the final state (or keeps it in `text` for SQLite)."""
 
@@ -108,6 +110,7 @@ class Reply:
         self._tasks: dict[str, Task] = {}  # tool calls by id, in the order they began
         self._running = True
         self._dirty = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
         #: Slack refuses every message in this channel now (deleted, archived, bot removed).
         self.channel_gone = False
 
@@ -116,15 +119,48 @@ class Reply:
         return self.channel, self.thread_ts
 
     @property
+    @abc.abstractmethod
     def ts(self) -> str | None:
         """The reply's first message, once there is one."""
-        raise NotImplementedError
 
+    @property
+    @abc.abstractmethod
+    def truncated(self) -> bool:
+        """The answer is longer than `max_messages` messages hold: it goes into `answer.md`."""
+
+    @abc.abstractmethod
     async def start(self, status: str) -> None:
-        raise NotImplementedError
+        """Show the first status and begin showing changes (in `self._flusher`)."""
+
+    @abc.abstractmethod
+    async def _deliver_final(self) -> None:
+        """Show the final state; raises what a retry may cure."""
+
+    async def _settle(self) -> None:
+        """After the final state landed: what else the thread must lose or keep (a status)."""
 
     async def finish(self, footer: str, *, error: str | None = None) -> None:
-        raise NotImplementedError
+        """Show the final state (answer, error, footer, 👍/👎; no Stop). Always lands: a few short
+        retries for transient failures (a permanent one is handled at once), so a dead message
+        never holds the thread's queue for long."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        self._conclude(footer, error)
+        for attempt in range(_FINAL_ATTEMPTS):
+            try:
+                await self._deliver_final()
+                break
+            except Exception as exc:  # network timeouts too, not only Slack's own errors
+                logger.warning("Final update of reply %s failed (%s), attempt %d", self._run_id, exc, attempt + 1)
+                await asyncio.sleep(min(2**attempt, 4))
+        else:
+            logger.error("Could not deliver the final reply of run %s", self._run_id)
+            return
+        await self._settle()
+        if self.truncated:
+            await self._attach_full_answer()
 
     def notice(self, text: str) -> None:
         """A line shown above Claude's answer (e.g. that earlier context is gone)."""

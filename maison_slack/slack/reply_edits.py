@@ -26,7 +26,6 @@ from maison_slack.slack.reply import MESSAGE_GONE, Reply, feedback_buttons, stop
 
 logger = logging.getLogger(__name__)
 
-_FINAL_ATTEMPTS = 4
 #: Seconds after a status-only edit before the next edit (status changes come in short bursts).
 _STATUS_PAUSE = 0.2
 
@@ -39,7 +38,6 @@ class EditedReply(Reply):
         self._min_interval = min_interval
         self._synced_text = ""  # the answer text as of the last complete sync
         self._sent: list[tuple[str, str]] = []  # (ts, rendered payload) per message
-        self._flusher: asyncio.Task[None] | None = None
 
     @property
     def ts(self) -> str | None:
@@ -52,27 +50,8 @@ class EditedReply(Reply):
         await self._sync(final=False)
         self._flusher = asyncio.create_task(self._flush_loop(), name=f"reply-{self._run_id}")
 
-    async def finish(self, footer: str, *, error: str | None = None) -> None:
-        """Render the final state (answer, error, footer; no Stop button). Always lands."""
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-        self._conclude(footer, error)
-        # Bounded: a few short retries for transient failures (a permanent one is handled in
-        # `_sync` at once), so a dead message never holds the thread's queue for long.
-        for attempt in range(_FINAL_ATTEMPTS):
-            try:
-                await self._sync(final=True)
-                break
-            except Exception as exc:  # network timeouts too, not only Slack's own errors
-                logger.warning("Final update of reply %s failed (%s), attempt %d", self._run_id, exc, attempt + 1)
-                await asyncio.sleep(min(2**attempt, 4))
-        else:
-            logger.error("Could not deliver the final reply of run %s", self._run_id)
-            return
-        if self.truncated:
-            await self._attach_full_answer()
+    async def _deliver_final(self) -> None:
+        await self._sync(final=True)
 
     @property
     def truncated(self) -> bool:

@@ -51,7 +51,6 @@ MESSAGE_LIMIT = 11_000
 #: minutes after it was set unless renewed (§15).
 STATUS_INTERVAL = 1.5
 STATUS_RENEWAL = 90.0
-_FINAL_ATTEMPTS = 4
 
 #: The stream is over (Slack expired it, or it was stopped): append and stop are refused (§13).
 STREAM_OVER = frozenset({"message_not_in_streaming_state", "streaming_state_conflict"})
@@ -113,7 +112,6 @@ class StreamedReply(Reply):
         self._halted = False  # stopped in Slack: nothing more is streamed
         self._overflow = False  # text beyond `max_messages` messages
         self._unsupported = False  # this workspace or channel refuses streaming: post at the end
-        self._flusher: asyncio.Task[None] | None = None
 
     @property
     def ts(self) -> str | None:
@@ -130,29 +128,11 @@ class StreamedReply(Reply):
         await self._sync_status()
         self._flusher = asyncio.create_task(self._flush_loop(), name=f"reply-{self._run_id}")
 
-    async def finish(self, footer: str, *, error: str | None = None) -> None:
-        """Deliver the rest and the footer; correct what was streamed if the answer changed."""
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-        self._conclude(footer, error)
-        for attempt in range(_FINAL_ATTEMPTS):
-            try:
-                await self._deliver_final()
-                break
-            except Exception as exc:  # network timeouts too: what Slack accepted is kept per message
-                logger.warning("Final update of reply %s failed (%s), attempt %d", self._run_id, exc, attempt + 1)
-                await asyncio.sleep(min(2**attempt, 4))
-        else:
-            logger.error("Could not deliver the final reply of run %s", self._run_id)
-            return
+    async def _settle(self) -> None:
         if self._status_shown and not self.channel_gone:  # appends and edits do not clear it (§15)
             self._status = ""
             with contextlib.suppress(Exception):
                 await self._sync_status(force=True)
-        if self.truncated and not self.channel_gone:
-            await self._attach_full_answer()
 
     # -- while the run goes on ----------------------------------------------------------------
 
