@@ -6,7 +6,13 @@ import os
 
 import pytest
 
-pytest_plugins = ["tests.doubles.egress", "tests.doubles.daytona", "tests.doubles.anthropic", "tests.doubles.slack"]
+pytest_plugins = [
+    "tests.doubles.egress",
+    "tests.doubles.daytona",
+    "tests.doubles.anthropic",
+    "tests.doubles.slack",
+    "tests.doubles.git_host",  # the `git_host` fixture: a git remote for sandboxes
+]
 
 # slack_sdk ignores NO_PROXY and the Daytona SDK honours proxies: keep loopback traffic local.
 for _name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):

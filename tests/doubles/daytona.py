@@ -15,6 +15,9 @@ double: one aiohttp server on 127.0.0.1 serving
   root, as they would in a real same-path copy-on-write clone,
 * preview links (§19), signed and unsigned, served path-based by the same server and proxied
   to ``127.0.0.1:<port>``, where a server started in a sandbox (a local process) listens.
+* the git toolbox (§18): ``TB/git/...`` runs the real ``git`` in the sandbox's tree with the
+  environment its processes get, so clones and pushes go through its egress proxy and network
+  policy; ``tests/doubles/git_host.py`` is a remote to talk to.
 
 A sandbox is a temporary directory whose ``home/daytona`` is both the user home and the
 work dir; commands are local subprocesses with a minimal environment. The wire contract
@@ -578,6 +581,10 @@ class DaytonaDouble:
     path-based, ``http://127.0.0.1:<double port>/preview/<port>-<token or sandbox id>[/path]``,
     for the real ``https://<port>-<token>.<proxy domain>[/path]``. Snapshot builds (§16):
     `fail_builds(...)`; a built snapshot is `snapshots[name]` (with its `dockerfile`).
+
+    Git (§18): clone, status, add, commit, push, pull, branches (list/create/delete) and
+    checkout run real git in the sandbox (`git_timeout` bounds each run); serve repos with
+    ``tests/doubles/git_host.GitHost`` and map its name: ``hosts[host.hostname] = host.ip``.
     """
 
     organization_id = "00000000-0000-4000-8000-00000000d0d0"
@@ -1090,6 +1097,16 @@ class DaytonaDouble:
                 web.post(tb + "/files/folder", self._files_folder),
                 web.post(tb + "/files/bulk-download", self._bulk_download),
                 web.post(tb + "/files/bulk-upload", self._bulk_upload),
+                web.post(tb + "/git/clone", self._git_clone),
+                web.get(tb + "/git/status", self._git_status),
+                web.post(tb + "/git/add", self._git_add),
+                web.post(tb + "/git/commit", self._git_commit),
+                web.post(tb + "/git/push", self._git_push),
+                web.post(tb + "/git/pull", self._git_pull),
+                web.get(tb + "/git/branches", self._git_branches),
+                web.post(tb + "/git/branches", self._git_create_branch),
+                web.delete(tb + "/git/branches", self._git_delete_branch),
+                web.post(tb + "/git/checkout", self._git_checkout),
             ]
         )
 
@@ -2462,6 +2479,379 @@ class DaytonaDouble:
         if errors:
             return web.json_response({"files": files, "errors": errors}, status=400)
         return web.json_response({"files": files})
+
+    # ----------------------------------------------------------------- toolbox: git (§18)
+    #
+    # Each call runs the real `git` (the daemon shells out to it for clone/push/pull) as a
+    # process of the sandbox: its directory tree, its environment (egress proxy variables, so
+    # the network policy applies), tracked in `procs` so a stop kills it. Failures become the
+    # daemon's error bodies, classified from git's output like the daemon's `cli_errors.go`.
+
+    #: Seconds one git run may take before it is killed: 502 GIT_TRANSPORT_FAILED for a
+    #: remote operation, 500 otherwise (the reference gives no daemon limit; the double bounds
+    #: every run so that a hanging remote cannot hang a test). Settable per instance.
+    git_timeout: float = 120.0
+
+    async def _git_request(self, request: web.Request, *required: str) -> tuple[SandboxRecord, dict[str, Any]]:
+        """The sandbox (proxy checks first, as for every toolbox call) and a validated body:
+        known fields of the wrong JSON type, missing/empty required ones, and ref-like values
+        that git would read as an option are a 400 (gin's binding would refuse the first two)."""
+        sb = self._toolbox_sandbox(request)
+        body = await _json_body(request, toolbox=True)
+        for key, value in body.items():
+            expected = GIT_FIELDS.get(key)
+            if expected is None or value is None:
+                continue
+            wrong = not isinstance(value, expected) or (expected is int and isinstance(value, bool))
+            if expected is list:
+                wrong = wrong or not all(isinstance(item, str) for item in value)
+            if wrong:
+                raise daemon_error(request, 400, f"invalid request body: {key} has the wrong type", "BAD_REQUEST")
+        for key in required:
+            if body.get(key) in (None, ""):
+                raise daemon_error(request, 400, f"invalid request body: {key} is required", "BAD_REQUEST")
+        for key in GIT_REF_FIELDS:
+            if isinstance(body.get(key), str) and body[key].startswith("-"):
+                raise daemon_error(request, 400, f"invalid {key}: {body[key]}", "BAD_REQUEST")
+        return sb, body
+
+    def _git_query(self, request: web.Request) -> tuple[SandboxRecord, Path]:
+        """Sandbox and repository of a GET (`?path=`)."""
+        sb = self._toolbox_sandbox(request)
+        raw = request.query.get("path", "")
+        if not raw:
+            raise daemon_error(request, 400, "path is required", "BAD_REQUEST")
+        return sb, self._git_repo(request, sb, raw)
+
+    @staticmethod
+    def _git_repo(request: web.Request, sb: SandboxRecord, raw: str) -> Path:
+        """The repository at `raw`, which must be its top level: the daemon opens the path as a
+        repository (go-git `PlainOpen`, no search upwards), so a plain directory or a
+        subdirectory of a repository is "repository does not exist"."""
+        repo = sb.resolve(raw)
+        if not (repo / ".git").exists():
+            raise daemon_error(request, 400, f"repository does not exist: {raw}", "BAD_REQUEST")
+        return repo
+
+    def _git_askpass(self) -> Path:
+        """The daemon's GIT_ASKPASS helper, outside every sandbox's tree; it holds no secret."""
+        assert self._base_dir is not None
+        script = self._base_dir / "git-askpass.sh"
+        if not script.exists():
+            script.write_text(GIT_ASKPASS_SCRIPT)
+            script.chmod(0o700)
+        return script
+
+    async def _git(
+        self,
+        request: web.Request,
+        sb: SandboxRecord,
+        args: list[str],
+        *,
+        cwd: Path,
+        op: str,
+        rules: tuple[GitRule, ...] = (),
+        auth: tuple[str, str] | None = None,
+        env: dict[str, str] | None = None,
+        check: bool = True,
+    ) -> str:
+        """Run ``git <args>`` as the daemon does and return its stdout; with `check`, a failure
+        raises the daemon's error. Credentials reach git only through its own environment and
+        the askpass helper (never the URL, argv, `.git/config` or a file), for this run only."""
+        run_env = sb.base_env()
+        for key in GIT_MANAGED_ENV:
+            run_env.pop(key, None)
+        # The test machine's /etc/gitconfig is not the sandbox image's (it may name credential
+        # helpers or proxies of its own); the sandbox's ~/.gitconfig still applies, as in production.
+        run_env.update({"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", **(env or {})})
+        if auth is not None:
+            run_env.update({"GIT_ASKPASS": str(self._git_askpass()), "GIT_USERNAME": auth[0], "GIT_PASSWORD": auth[1]})
+        remote = GIT_TRANSPORT in rules
+        egress_mark = len(self.egress_log)
+        proc = await self._spawn_process(sb, ["git", *args], cwd=cwd, env=run_env, stdin=asyncio.subprocess.DEVNULL)
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout=self.git_timeout)
+        except asyncio.TimeoutError:
+            status, code = (502, GIT_TRANSPORT.code) if remote else (500, "INTERNAL_SERVER_ERROR")
+            raise daemon_error(request, status, f"{op} timed out after {self.git_timeout:g}s", code) from None
+        finally:
+            if proc.returncode is None:  # timed out, or the request was cancelled
+                _kill_group(proc.pid)
+                await proc.wait()
+            sb.procs.discard(proc)
+        if check and proc.returncode != 0:
+            output = _redact((out + err).decode("utf-8", "replace"), auth)[-GIT_OUTPUT_TAIL:]
+            blocked = remote and any(
+                entry.sandbox_id == sb.id and entry.outcome in ("blocked", "refused", "upstream-error")
+                for entry in self.egress_log[egress_mark:]
+            )
+            # Production fails to resolve or connect where the double's egress refuses.
+            rule = GIT_TRANSPORT if blocked else next((r for r in rules if r.pattern.search(output)), None)
+            status, code = (rule.status, rule.code) if rule else (400, "BAD_REQUEST")
+            raise daemon_error(request, status, f"{op} exited with status {proc.returncode}: {output.strip()}", code)
+        return out.decode("utf-8", "replace")
+
+    async def _git_current_branch(self, request: web.Request, sb: SandboxRecord, repo: Path) -> str:
+        """The checked-out branch ("" when HEAD is detached), born or not."""
+        args = ["symbolic-ref", "--quiet", "--short", "HEAD"]
+        return (await self._git(request, sb, args, cwd=repo, op="git symbolic-ref", check=False)).strip()
+
+    async def _git_clone(self, request: web.Request) -> web.Response:
+        """`--single-branch` (the branch asked for, else the remote's default), `depth` when
+        positive, then a detached checkout of `commit_id`. Into an existing non-empty
+        directory git refuses: 400."""
+        sb, body = await self._git_request(request, "url", "path")
+        depth = body.get("depth")
+        if depth is not None and depth < 0:
+            raise daemon_error(request, 400, "invalid request body: depth must not be negative", "BAD_REQUEST")
+        dest = sb.resolve(body["path"])
+        args = [*(["-c", "http.sslVerify=false"] if body.get("insecure_skip_tls") else []), "clone", "--single-branch"]
+        if body.get("branch"):
+            args += ["--branch", body["branch"]]
+        if depth:
+            args += ["--depth", str(depth)]
+        args += ["--", body["url"], str(dest)]
+        await self._git(request, sb, args, cwd=sb.home, op="git clone", rules=GIT_CLONE, auth=_git_auth(body))
+        if body.get("commit_id"):
+            args = ["checkout", "--quiet", "--detach", body["commit_id"], "--"]
+            await self._git(request, sb, args, cwd=dest, op="git checkout", rules=GIT_CHECKOUT)
+        return web.Response(status=200)
+
+    async def _git_status(self, request: web.Request) -> web.Response:
+        sb, repo = self._git_query(request)
+        args = ["--no-optional-locks", "status", "--porcelain=v2", "--branch", "-z", "--untracked-files=all"]
+        return web.json_response(_git_status_dto(await self._git(request, sb, args, cwd=repo, op="git status")))
+
+    async def _git_add(self, request: web.Request) -> web.Response:
+        sb, body = await self._git_request(request, "path")
+        if not isinstance(body.get("files"), list):
+            raise daemon_error(request, 400, "invalid request body: files is required", "BAD_REQUEST")
+        repo = self._git_repo(request, sb, body["path"])
+        await self._git(request, sb, ["add", "--", *body["files"]], cwd=repo, op="git add")
+        return web.Response(status=200)
+
+    async def _git_commit(self, request: web.Request) -> web.Response:
+        """`author`/`email` are both author and committer. Nothing to commit without
+        `allow_empty` fails as git does (exit 1, "nothing to commit…"): 400 with its message."""
+        sb, body = await self._git_request(request, "path", "message", "author", "email")
+        repo = self._git_repo(request, sb, body["path"])
+        identity = {
+            "GIT_AUTHOR_NAME": body["author"], "GIT_AUTHOR_EMAIL": body["email"],
+            "GIT_COMMITTER_NAME": body["author"], "GIT_COMMITTER_EMAIL": body["email"],
+        }  # fmt: skip
+        args = ["commit", "--quiet", "-m", body["message"], *(["--allow-empty"] if body.get("allow_empty") else [])]
+        await self._git(request, sb, args, cwd=repo, op="git commit", env=identity)
+        sha = await self._git(request, sb, ["rev-parse", "HEAD"], cwd=repo, op="git rev-parse")
+        return web.json_response({"hash": sha.strip()})
+
+    async def _git_push(self, request: web.Request) -> web.Response:
+        """`branch` (default: the current one) to the same name on `remote` (default origin);
+        `set_upstream` records it as the upstream. Already up to date is a success."""
+        sb, body = await self._git_request(request, "path")
+        repo = self._git_repo(request, sb, body["path"])
+        branch = body.get("branch") or await self._git_current_branch(request, sb, repo)
+        if not branch:
+            raise daemon_error(request, 404, "git push: you are not currently on a branch", "GIT_BRANCH_NOT_FOUND")
+        ref = f"refs/heads/{branch}"
+        args = ["push", *(["--set-upstream"] if body.get("set_upstream") else []), body.get("remote") or "origin"]
+        await self._git(request, sb, [*args, f"{ref}:{ref}"], cwd=repo, op="git push", rules=GIT_PUSH,
+                        auth=_git_auth(body))  # fmt: skip
+        return web.Response(status=200)
+
+    async def _git_pull(self, request: web.Request) -> web.Response:
+        """Fast-forward only, like the daemon's go-git pull: a pull that would need a merge
+        fails (409 GIT_MERGE_CONFLICT) instead of creating a merge commit."""
+        sb, body = await self._git_request(request, "path")
+        repo = self._git_repo(request, sb, body["path"])
+        args = ["pull", "--ff-only", "--no-rebase"]
+        if body.get("branch"):
+            args += [body.get("remote") or "origin", body["branch"]]
+        elif body.get("remote"):
+            args.append(body["remote"])
+        await self._git(request, sb, args, cwd=repo, op="git pull", rules=GIT_PULL, auth=_git_auth(body))
+        return web.Response(status=200)
+
+    async def _git_branches(self, request: web.Request) -> web.Response:
+        """Local branches, and `current` ("" when detached; the unborn branch of a fresh repo)."""
+        sb, repo = self._git_query(request)
+        args = ["for-each-ref", "--format=%(refname)", "refs/heads"]
+        out = await self._git(request, sb, args, cwd=repo, op="git for-each-ref")
+        branches = [line.removeprefix("refs/heads/") for line in out.splitlines() if line]
+        return web.json_response({"branches": branches, "current": await self._git_current_branch(request, sb, repo)})
+
+    async def _git_create_branch(self, request: web.Request) -> web.Response:
+        """Create the branch at HEAD **and check it out** (the daemon's CreateBranch is a go-git
+        checkout with Create: true); local changes are carried over. 201."""
+        sb, body = await self._git_request(request, "path", "name")
+        repo = self._git_repo(request, sb, body["path"])
+        args = ["checkout", "--quiet", "-b", body["name"]]
+        await self._git(request, sb, args, cwd=repo, op="git checkout", rules=GIT_CREATE_BRANCH)
+        return web.Response(status=201)
+
+    async def _git_checkout(self, request: web.Request) -> web.Response:
+        """A branch or commit (`--` so a file of that name is never restored instead); local
+        changes that the switch would overwrite: 409 GIT_DIRTY_WORKTREE."""
+        sb, body = await self._git_request(request, "path", "branch")
+        repo = self._git_repo(request, sb, body["path"])
+        args = ["checkout", "--quiet", body["branch"], "--"]
+        await self._git(request, sb, args, cwd=repo, op="git checkout", rules=GIT_CHECKOUT)
+        return web.Response(status=200)
+
+    async def _git_delete_branch(self, request: web.Request) -> web.Response:
+        """Unconditional, merged or not (as the daemon's DeleteBranch); git refuses to delete
+        the checked-out branch: 400. 204."""
+        sb, body = await self._git_request(request, "path", "name")
+        repo = self._git_repo(request, sb, body["path"])
+        await self._git(request, sb, ["branch", "-D", body["name"]], cwd=repo, op="git branch",
+                        rules=GIT_DELETE_BRANCH)  # fmt: skip
+        return web.Response(status=204)
+
+
+# --------------------------------------------------------------------------- git toolbox (§18)
+
+#: The daemon's GIT_ASKPASS helper (server `apps/daemon/pkg/git/cli.go`): it answers git's
+#: prompts from the git process's own environment, so credentials stay in memory.
+GIT_ASKPASS_SCRIPT = """#!/bin/sh
+case "$1" in
+  Username*) printf '%s' "$GIT_USERNAME" ;;
+  Password*) printf '%s' "$GIT_PASSWORD" ;;
+esac
+"""
+#: Variables the daemon sets itself for each git run; values inherited from the sandbox's
+#: env would otherwise leak credentials in or out of a call.
+GIT_MANAGED_ENV = ("GIT_ASKPASS", "SSH_ASKPASS", "GIT_TERMINAL_PROMPT", "GIT_USERNAME", "GIT_PASSWORD")
+#: Characters of git's output kept in an error message (the daemon keeps a bounded tail).
+GIT_OUTPUT_TAIL = 4000
+#: Body fields of the git requests and their JSON types (snake_case, no aliases, §18).
+GIT_FIELDS: dict[str, type] = {
+    "url": str, "path": str, "branch": str, "commit_id": str, "username": str, "password": str,
+    "insecure_skip_tls": bool, "depth": int, "files": list, "message": str, "author": str,
+    "email": str, "allow_empty": bool, "remote": str, "set_upstream": bool, "name": str,
+}  # fmt: skip
+#: Fields git would take for an option if they began with "-".
+GIT_REF_FIELDS = ("branch", "name", "remote", "commit_id")
+
+
+@dataclass(frozen=True)
+class GitRule:
+    """One failure class: git output matching `pattern` (case-insensitive) → status + code.
+    The codes are the ones SDK 0.226 maps to ``DaytonaGit*Error`` with ``source:
+    DAYTONA_DAEMON``; the patterns follow the daemon's `classifyCLIError`."""
+
+    status: int
+    code: str
+    pattern: re.Pattern[str]
+
+
+def _git_rule(status: int, code: str, *alternatives: str) -> GitRule:
+    return GitRule(status, code, re.compile("|".join(alternatives), re.I))
+
+
+GIT_TRANSPORT = _git_rule(
+    502, "GIT_TRANSPORT_FAILED", r"could not resolve (host|proxy)", r"failed to connect to",
+    r"couldn't connect to server", r"connection (refused|timed out)", r"operation timed out",
+    r"ssl certificate problem", r"empty reply from server", r"returned error: 50[234]",
+)  # fmt: skip
+GIT_AUTH = _git_rule(
+    401, "GIT_AUTH_FAILED", r"authentication failed", r"invalid username or password",
+    r"could not read (username|password)", r"terminal prompts disabled", r"returned error: 401",
+)  # fmt: skip
+#: A refusal by the remote once authenticated: HTTP 403 (no write access), a hook, a rule.
+GIT_REMOTE_REJECTED = _git_rule(422, "GIT_REMOTE_REJECTED", r"returned error: 403", r"\[remote rejected\]")
+GIT_REPO_NOT_FOUND = _git_rule(
+    404, "GIT_REPO_NOT_FOUND", r"repository not found", r"repository '[^']*' not found",
+    r"returned error: 404", r"does not appear to be a git repository",
+)  # fmt: skip
+GIT_DIRTY = _git_rule(
+    409, "GIT_DIRTY_WORKTREE", r"would be overwritten by", r"please commit your changes or stash them"
+)
+#: Rules per operation, most specific first; anything else is a 400 BAD_REQUEST.
+GIT_REMOTE = (GIT_TRANSPORT, GIT_AUTH, GIT_REMOTE_REJECTED, GIT_REPO_NOT_FOUND)
+GIT_CLONE = (
+    *GIT_REMOTE,
+    _git_rule(404, "GIT_BRANCH_NOT_FOUND", r"not found in upstream", r"could not find remote branch"),
+)
+GIT_PUSH = (
+    *GIT_REMOTE,
+    _git_rule(404, "GIT_BRANCH_NOT_FOUND", r"src refspec .* does not match any"),
+    _git_rule(409, "GIT_PUSH_REJECTED", r"\[rejected\]", r"non-fast-forward", r"fetch first", r"stale info"),
+)
+GIT_PULL = (
+    *GIT_REMOTE,
+    _git_rule(404, "GIT_BRANCH_NOT_FOUND", r"couldn't find remote ref"),
+    GIT_DIRTY,
+    _git_rule(409, "GIT_MERGE_CONFLICT", r"not possible to fast-forward", r"automatic merge failed", r"conflict \("),
+)
+GIT_CHECKOUT = (
+    _git_rule(404, "GIT_BRANCH_NOT_FOUND", r"invalid reference", r"did not match any", r"reference is not a tree"),
+    GIT_DIRTY,
+)
+GIT_CREATE_BRANCH = (_git_rule(409, "GIT_BRANCH_EXISTS", r"a branch named '[^']*' already exists"),)
+GIT_DELETE_BRANCH = (_git_rule(404, "GIT_BRANCH_NOT_FOUND", r"branch '[^']*' not found"),)
+#: `git status --porcelain=v2` XY letters → the daemon's file status names (§18).
+GIT_FILE_STATUS = {
+    ".": "Unmodified", "M": "Modified", "T": "Modified", "A": "Added", "D": "Deleted",
+    "R": "Renamed", "C": "Copied", "U": "Updated but unmerged", "?": "Untracked",
+}  # fmt: skip
+
+
+def _git_auth(body: dict[str, Any]) -> tuple[str, str] | None:
+    """Basic credentials of a call: used only when both are given, as the daemon does."""
+    username, password = body.get("username"), body.get("password")
+    return (username, password) if isinstance(username, str) and isinstance(password, str) else None
+
+
+def _redact(text: str, auth: tuple[str, str] | None) -> str:
+    """Credentials out of git's output before it becomes an error message (as the daemon)."""
+    for secret in auth or ():
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _git_status_dto(raw: str) -> dict[str, Any]:
+    """The GitStatus DTO from ``git status --porcelain=v2 --branch -z``: untracked files are
+    Untracked in both columns, a rename's `extra` is its old name, `upstream` is "" and
+    ahead/behind 0 without an upstream, a detached HEAD reports currentBranch "HEAD"."""
+    fields = raw.split("\0")
+    head, upstream, ahead, behind, files = "", "", 0, 0, []
+    index = 0
+    while index < len(fields):
+        entry = fields[index]
+        index += 1
+        if entry.startswith("# branch.head "):
+            head = entry.removeprefix("# branch.head ")
+        elif entry.startswith("# branch.upstream "):
+            upstream = entry.removeprefix("# branch.upstream ")
+        elif entry.startswith("# branch.ab "):
+            plus, minus = entry.removeprefix("# branch.ab ").split()
+            ahead, behind = int(plus), -int(minus)
+        elif entry[:2] in ("1 ", "2 ", "u ", "? "):
+            kind = entry[0]
+            extra = ""
+            if kind == "?":
+                xy, name = "??", entry[2:]
+            else:
+                parts = entry.split(" ", {"1": 8, "2": 9, "u": 10}[kind])
+                xy, name = parts[1], parts[-1]
+                if kind == "2":
+                    extra = fields[index]  # the original path follows as its own field
+                    index += 1
+                elif kind == "u":
+                    xy = "UU"
+            files.append({
+                "name": name, "staging": GIT_FILE_STATUS[xy[0]], "worktree": GIT_FILE_STATUS[xy[1]], "extra": extra,
+            })  # fmt: skip
+    detached = head == "(detached)"
+    return {
+        "currentBranch": "HEAD" if detached else head,
+        "fileStatus": files,
+        "ahead": ahead,
+        "behind": behind,
+        "branchPublished": bool(upstream),
+        "upstream": upstream,
+        "detached": detached,
+    }
 
 
 # --------------------------------------------------------------------------- module helpers
