@@ -16,7 +16,7 @@ from maison_slack.core.errors import MaisonError
 from maison_slack.core.events import StreamEvent
 from maison_slack.core.maison import Maison
 from maison_slack.core.sandbox import MaisonSandbox
-from maison_slack.core.summary import describe_tool, run_stats
+from maison_slack.core.summary import describe_tool, run_cost, run_model, run_stats
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_CONFIG = 0, 1, 2
 QUIT_WORDS = {"quit", "exit", ":q"}
@@ -85,7 +85,7 @@ class Terminal:
         data = event.data
         if event.is_error:
             print(f"maison-cli: the run failed: {event.content or data.get('subtype')}", file=self.err, flush=True)
-        stats = run_stats(data.get("duration_ms"), data.get("num_turns"), data.get("total_cost_usd"))
+        stats = run_stats(data.get("duration_ms"), data.get("num_turns"), run_cost(data), run_model(data))
         if stats:
             print(self._dim(f"({stats})"), file=self.err, flush=True)
 

@@ -80,6 +80,27 @@ MIGRATIONS: Sequence[str] = (
     ALTER TABLE sessions ADD COLUMN stopped_at REAL;
     ALTER TABLE sessions ADD COLUMN warned_at REAL;
     """,
+    # 5: the team's code and spend: settings per channel (repository, model, instructions,
+    # budget); a thread's project in its sandbox (where, which branch, from which commit) and
+    # model; the model of each run (its cost_usd is now this run's, not the conversation's)
+    """
+    CREATE TABLE channel_settings (
+        channel TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        updated_by TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (channel, name)
+    );
+    ALTER TABLE sessions ADD COLUMN repo_url TEXT;
+    ALTER TABLE sessions ADD COLUMN base_branch TEXT;
+    ALTER TABLE sessions ADD COLUMN branch TEXT;
+    ALTER TABLE sessions ADD COLUMN project TEXT;
+    ALTER TABLE sessions ADD COLUMN base_commit TEXT;
+    ALTER TABLE sessions ADD COLUMN model TEXT;
+    ALTER TABLE runs ADD COLUMN model TEXT;
+    CREATE INDEX runs_by_channel_time ON runs (channel, created_at);
+    """,
 )
 
 #: Adds a user to a thread's participants in one statement: two people writing at once must not
@@ -98,6 +119,8 @@ def message_key(channel: str, ts: str) -> str:
 
 #: Run states; the first two are "live".
 QUEUED, RUNNING, DONE, FAILED, STOPPED, INTERRUPTED = "queued", "running", "done", "failed", "stopped", "interrupted"
+#: A prompt not run because a spending cap was reached.
+REFUSED = "refused"
 LIVE_STATES = (QUEUED, RUNNING)
 
 
@@ -115,6 +138,14 @@ class Session:
     #: When the reaper stopped the sandbox; it counts only if nothing happened since.
     stopped_at: float | None = None
     warned_at: float | None = None
+    #: The thread's project in its sandbox (`maison_slack.core.git.Checkout`), once made.
+    repo_url: str | None = None
+    base_branch: str | None = None
+    branch: str | None = None
+    project: str | None = None
+    base_commit: str | None = None
+    #: Set by `model <name>` in the thread: the model of its next runs.
+    model: str | None = None
 
     @property
     def stopped(self) -> bool:
@@ -138,6 +169,17 @@ class Run:
     prompt: str | None = None
     files: list[dict[str, Any]] = field(default_factory=list)
     answer: str | None = None
+    cost_usd: float | None = None
+    model: str | None = None
+    created_at: float = 0.0
+
+
+@dataclass
+class Spend:
+    """Money spent, for `/maison cost`: by channel and day, and the threads that spent most."""
+
+    by_channel_day: list[tuple[str, str, float, int]]  #: (channel, UTC day, USD, runs), newest day first
+    top_threads: list[tuple[str, str, float, int]]  #: (channel, thread_ts, USD, runs), most first
 
 
 class Store:
@@ -216,7 +258,9 @@ class Store:
             claude_session_id=row["claude_session_id"], started_by=row["started_by"],
             participants=json.loads(row["participants"]), context_note=row["context_note"],
             created_at=row["created_at"], last_active_at=row["last_active_at"],
-            stopped_at=row["stopped_at"], warned_at=row["warned_at"],
+            stopped_at=row["stopped_at"], warned_at=row["warned_at"], repo_url=row["repo_url"],
+            base_branch=row["base_branch"], branch=row["branch"], project=row["project"],
+            base_commit=row["base_commit"], model=row["model"],
         )
 
     async def get_session(self, channel: str, thread_ts: str) -> Session | None:
@@ -228,10 +272,11 @@ class Store:
 
     async def set_sandbox(self, channel: str, thread_ts: str, sandbox_id: str | None, *,
                           context_note: str | None = None) -> None:
-        """Point a thread at a (new) sandbox, or at none; a new sandbox means a new conversation."""
+        """Point a thread at a (new) sandbox, or at none; a new sandbox means a new conversation
+        and a new project (made again from the thread's repository, which is kept)."""
         await self._write(
-            "UPDATE sessions SET sandbox_id = ?, claude_session_id = NULL, context_note = ?, last_active_at = ?"
-            " WHERE channel = ? AND thread_ts = ?",
+            "UPDATE sessions SET sandbox_id = ?, claude_session_id = NULL, context_note = ?, last_active_at = ?,"
+            " project = NULL, base_commit = NULL WHERE channel = ? AND thread_ts = ?",
             (sandbox_id, context_note, time.time(), channel, thread_ts),
         )
 
@@ -239,8 +284,8 @@ class Store:
         """Unset a deleted sandbox, only if the thread still points at it (a new one may have
         been created meanwhile). Returns whether it did."""
         return await self._write(
-            "UPDATE sessions SET sandbox_id = NULL, claude_session_id = NULL, context_note = ?"
-            " WHERE channel = ? AND thread_ts = ? AND sandbox_id = ?",
+            "UPDATE sessions SET sandbox_id = NULL, claude_session_id = NULL, context_note = ?, project = NULL,"
+            " base_commit = NULL WHERE channel = ? AND thread_ts = ? AND sandbox_id = ?",
             (context_note, channel, thread_ts, sandbox_id),
         ) == 1
 
@@ -251,10 +296,25 @@ class Store:
         now = time.time()
         await self._write(
             "INSERT INTO sessions (channel, thread_ts, sandbox_id, claude_session_id, started_by, participants,"
-            " created_at, last_active_at) SELECT ?, ?, ?, claude_session_id, ?, json_array(?), ?, ?"
+            " created_at, last_active_at, repo_url, base_branch, branch, project, base_commit, model)"
+            " SELECT ?, ?, ?, claude_session_id, ?, json_array(?), ?, ?,"
+            " repo_url, base_branch, branch, project, base_commit, model"
             " FROM sessions WHERE channel = ? AND thread_ts = ?",
             (*copy, sandbox_id, user_id, user_id, now, now, *source),
         )
+
+    async def set_checkout(self, channel: str, thread_ts: str, *, project: str, branch: str, base_commit: str,
+                           repo_url: str | None, base_branch: str | None) -> None:
+        """Where the thread's project is in its sandbox, the branch it works on and its start."""
+        await self._write(
+            "UPDATE sessions SET project = ?, branch = ?, base_commit = ?, repo_url = ?, base_branch = ?"
+            " WHERE channel = ? AND thread_ts = ?",
+            (project, branch, base_commit, repo_url, base_branch, channel, thread_ts),
+        )
+
+    async def set_thread_model(self, channel: str, thread_ts: str, model: str | None) -> None:
+        await self._write("UPDATE sessions SET model = ? WHERE channel = ? AND thread_ts = ?",
+                          (model, channel, thread_ts))
 
     async def set_claude_session(self, channel: str, thread_ts: str, claude_session_id: str | None) -> None:
         await self._write(
@@ -343,11 +403,12 @@ class Store:
 
     async def finish_run(self, run_id: int, state: str, *, error: str | None = None, cost_usd: float | None = None,
                          duration_ms: float | None = None, num_turns: int | None = None,
-                         answer: str | None = None) -> None:
+                         answer: str | None = None, model: str | None = None) -> None:
+        """A run's end; `cost_usd` is what this run cost (not its conversation so far)."""
         await self._write(
             "UPDATE runs SET state = ?, error = ?, cost_usd = ?, duration_ms = ?, num_turns = ?, answer = ?,"
-            " finished_at = ? WHERE id = ?",
-            (state, error, cost_usd, duration_ms, num_turns, answer, time.time(), run_id),
+            " model = ?, finished_at = ? WHERE id = ?",
+            (state, error, cost_usd, duration_ms, num_turns, answer, model, time.time(), run_id),
         )
 
     async def runs(self, channel: str, thread_ts: str) -> list[Run]:
@@ -359,6 +420,54 @@ class Store:
     async def live_runs(self) -> list[Run]:
         async with self._db.execute("SELECT * FROM runs WHERE state IN (?, ?) ORDER BY id", LIVE_STATES) as cursor:
             return [self._run(row) for row in await cursor.fetchall()]
+
+    # -- channel settings -------------------------------------------------------------------
+
+    async def channel_settings(self, channel: str) -> dict[str, str]:
+        async with self._db.execute("SELECT name, value FROM channel_settings WHERE channel = ?", (channel,)) as cursor:
+            return {row["name"]: row["value"] for row in await cursor.fetchall()}
+
+    async def set_channel_setting(self, channel: str, name: str, value: str | None, user_id: str) -> bool:
+        """Set (or, with None, unset) one setting; returns whether anything changed."""
+        if value is None:
+            return await self._write("DELETE FROM channel_settings WHERE channel = ? AND name = ?",
+                                     (channel, name)) == 1
+        return await self._write(
+            "INSERT INTO channel_settings (channel, name, value, updated_by, updated_at) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (channel, name) DO UPDATE SET value = excluded.value, updated_by = excluded.updated_by,"
+            " updated_at = excluded.updated_at WHERE value != excluded.value",
+            (channel, name, value, user_id, time.time())) == 1
+
+    # -- spend -----------------------------------------------------------------------------
+
+    async def thread_cost(self, channel: str, thread_ts: str) -> float:
+        async with self._db.execute(
+            "SELECT COALESCE(SUM(cost_usd), 0) FROM runs WHERE channel = ? AND thread_ts = ?", (channel, thread_ts)
+        ) as cursor:
+            return float((await cursor.fetchone())[0])
+
+    async def channel_cost(self, channel: str, since: float) -> float:
+        """What the channel's runs started since `since` cost."""
+        async with self._db.execute(
+            "SELECT COALESCE(SUM(cost_usd), 0) FROM runs WHERE channel = ? AND created_at >= ?", (channel, since)
+        ) as cursor:
+            return float((await cursor.fetchone())[0])
+
+    async def spend(self, since: float, *, top: int = 5) -> Spend:
+        """Spend of runs started since `since`, by channel and UTC day, and the top threads."""
+        async with self._db.execute(
+            "SELECT channel, date(created_at, 'unixepoch') AS day, SUM(cost_usd) AS usd, COUNT(*) AS n FROM runs"
+            " WHERE created_at >= ? AND cost_usd IS NOT NULL GROUP BY channel, day ORDER BY day DESC, usd DESC",
+            (since,),
+        ) as cursor:
+            days = [(r["channel"], r["day"], float(r["usd"]), int(r["n"])) for r in await cursor.fetchall()]
+        async with self._db.execute(
+            "SELECT channel, thread_ts, SUM(cost_usd) AS usd, COUNT(*) AS n FROM runs"
+            " WHERE created_at >= ? AND cost_usd IS NOT NULL GROUP BY channel, thread_ts ORDER BY usd DESC LIMIT ?",
+            (since, top),
+        ) as cursor:
+            threads = [(r["channel"], r["thread_ts"], float(r["usd"]), int(r["n"])) for r in await cursor.fetchall()]
+        return Spend(days, threads)
 
     # -- feedback --------------------------------------------------------------------------
 
@@ -376,4 +485,5 @@ class Store:
     def _run(row: aiosqlite.Row) -> Run:
         return Run(id=row["id"], channel=row["channel"], thread_ts=row["thread_ts"], user_id=row["user_id"],
                    prompt_ts=row["prompt_ts"], reply_ts=row["reply_ts"], state=row["state"], prompt=row["prompt"],
-                   files=json.loads(row["files"]), answer=row["answer"])
+                   files=json.loads(row["files"]), answer=row["answer"], cost_usd=row["cost_usd"],
+                   model=row["model"], created_at=row["created_at"])

@@ -47,7 +47,7 @@ async def test_one_prompt_streams_text_and_tool_lines(cli_env, daytona_double):
     assert "I'll create the file." in out
     assert "▸ Running echo hi > hello.txt" in out
     assert "Tool finished" in out
-    assert re.search(r"^\(\d+\.\ds · 2 turns · \$\d+\.\d{4}\)$", err, re.MULTILINE), err
+    assert re.search(r"^\(\d+\.\ds · 2 turns · \$\d+\.\d{4} · claude-[a-z0-9-]+\)$", err, re.MULTILINE), err
     assert "Creating a sandbox" in err and "Traceback" not in err
     await wait_all_gone(daytona_double)
 

@@ -66,6 +66,7 @@ from urllib.parse import quote, quote_plus
 import pytest
 import pytest_asyncio
 
+from maison_slack.core import git
 from maison_slack.core.maison import CLAUDE_CODE_VERSION, INSTALL_SCRIPT
 from maison_slack.core.sandbox import KILL_RUN_FUNCTION, KILL_STALE_SCRIPT
 from maison_slack.slack.bot import parse_thread_command
@@ -161,9 +162,14 @@ def bot_command_patterns(work_dirs: set[str]) -> list[re.Pattern[str]]:
             "' >/dev/null 2>&1 && echo open || echo closed"),
         re.escape(KILL_STALE_SCRIPT),
         re.escape(KILL_RUN_FUNCTION) + rf"kill_run {run_dir}",
-        rf"cd (?:{dirs}) && setsid --wait bash \.maison/run\.sh {run_dir} {flags}"
+        rf"cd (?:{dirs})(?:/[\w.-]+)? && setsid --wait bash (?:{dirs})/\.maison/run\.sh {run_dir} {flags}"
         rf"(?: --resume [0-9a-f-]{{36}}| --continue)?(?: --fork-session)?"
-        rf"(?: --append-system-prompt-file {run_dir}/instructions)?",
+        rf"(?: --append-system-prompt-file {run_dir}/instructions)?"
+        rf"(?: --model [A-Za-z0-9._:/@\[\]-]+)?(?: --max-budget-usd [0-9.]+)?",
+        # the thread's git repository (maison_slack/core/git.py): made, and its head read
+        re.escape(git.INIT_SCRIPT.format(branch="BRANCH")).replace("BRANCH", r"maison/\d+-\d+"),
+        re.escape(git.HEAD_SCRIPT),
+        re.escape(git.FREE_PATH_SCRIPT.format(path="PATH")).replace("PATH", rf"(?:{dirs})/[\w.-]+"),
         rf"tail -c \+\d+ {run_dir}/out\.jsonl 2>/dev/null \| head -c \d+ \| base64 -w0",
         rf"cat {run_dir}/stderr 2>/dev/null",
     )]
@@ -751,7 +757,7 @@ async def verdict(phase: Phase, request: pytest.FixtureRequest, errors: ErrorLog
     crashes = [r for r in errors.records if r.name.startswith(("maison_slack", "slack_bolt", "slack_sdk"))]
     rate_limited = Counter(env.slack.rate_limited)
     files = Counter("upload" if upload else "notice" for *_, upload in suite.ledger.files)
-    launches = sum("setsid --wait bash .maison/run.sh" in c for _, c in env.daytona.session_commands)
+    launches = sum("/.maison/run.sh " in c for _, c in env.daytona.session_commands)
     control = (phase.pwn / "CLAUDE-CONTROL").exists()
     duration = time.monotonic() - phase.started
     report(request, phase.name, [
@@ -906,13 +912,14 @@ async def test_the_checks_are_not_blind(slack_double, tmp_path):
     home = "/tmp/daytona-double-x/0a1b/home/daytona"
     run_dir = f"{home}/.maison/runs/20260613-120000-0123abcd"
     patterns = bot_command_patterns({home})
-    launch = (f"cd {home} && setsid --wait bash .maison/run.sh {run_dir} -p --output-format stream-json --verbose "
-              f"--include-partial-messages --dangerously-skip-permissions --continue "
-              f"--append-system-prompt-file {run_dir}/instructions")
+    launch = (f"cd {home}/app && setsid --wait bash {home}/.maison/run.sh {run_dir} -p --output-format stream-json "
+              f"--verbose --include-partial-messages --dangerously-skip-permissions --continue "
+              f"--append-system-prompt-file {run_dir}/instructions --model claude-sonnet-4-5 --max-budget-usd 0.5")
     for command in (launch, f"{KILL_RUN_FUNCTION}kill_run {run_dir}", f"cat {run_dir}/stderr 2>/dev/null",
                     f"tail -c +1 {run_dir}/out.jsonl 2>/dev/null | head -c 1048576 | base64 -w0"):
         assert any(p.fullmatch(command) for p in patterns), command
     for command in (launch + " K9Z0001", launch + "; touch /tmp/x", launch.replace("--continue", "--model $(id)"),
+                    launch.replace("/app &&", "/../../x &&"), launch.replace("0.5", "$(id)"),
                     f"cat {run_dir}/../../K9Z0001 2>/dev/null", "touch /tmp/pwned"):
         assert not any(p.fullmatch(command) for p in patterns), command
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from maison_slack.core.summary import ToolCall, describe_tool, run_stats
+from maison_slack.core.summary import ToolCall, describe_tool, run_cost, run_model, run_stats
 
 
 class TestDescribeTool:
@@ -101,3 +101,17 @@ class TestRunStats:
         assert run_stats(bad, None, None) == ""  # type: ignore[arg-type]
         assert run_stats(None, bad, None) == ""  # type: ignore[arg-type]
         assert run_stats(None, None, bad) == ""  # type: ignore[arg-type]
+
+
+def test_run_cost_is_this_runs_not_the_conversations():
+    """A resumed run's `total_cost_usd` counts the whole conversation; `model_usage_since_last_result`
+    only this run (../shared/reference/claude-code.md §9.4)."""
+    resumed = {"total_cost_usd": 0.00028, "model_usage_since_last_result": {
+        "claude-opus-5-5": {"costUSD": 0.00014}, "claude-haiku-5-5": {"costUSD": 0.00001}}}
+    assert run_cost(resumed) == pytest.approx(0.00015)
+    assert run_cost({"total_cost_usd": 0.00014}) == 0.00014  # an older CLI: the only figure there is
+    assert run_cost({"total_cost_usd": "junk"}) is None
+    assert run_model(resumed) == "claude-opus-5-5"  # the one that cost most
+    assert run_model({"modelUsage": {"claude-opus-4-8[1m]": {"costUSD": 0.1}}}) == "claude-opus-4-8"
+    assert run_model({}) is None
+    assert run_stats(1000, 1, 0.00014, "claude-opus-5-5") == "1.0s · 1 turn · $0.0001 · claude-opus-5-5"

@@ -102,6 +102,14 @@ _UUID = re.compile(r"^[0-9a-fA-F-]{36}$")
 _SAFE_ARG = re.compile(r"^[A-Za-z0-9._:/@\[\]-]+$")
 
 
+def check_model(name: str) -> str:
+    """A model name or alias as `claude --model` takes it (`sonnet`, `claude-opus-5-5`,
+    `opus[1m]`), or `ValueError`: it becomes a command-line argument."""
+    if not (0 < len(name) <= 100 and _SAFE_ARG.match(name)) or name.startswith("-"):
+        raise ValueError(f"Not a model name: {name!r}")
+    return name
+
+
 @dataclass
 class _Run:
     """The state of one `stream()` call, registered as soon as the call starts."""
@@ -178,6 +186,10 @@ class MaisonSandbox:
         self._fork_conversation = False
         #: What `claude --version` said when the sandbox was set up ("" if not checked).
         self.claude_code_found = ""
+        #: Where Claude Code runs (its cwd, where it finds the project's CLAUDE.md): an absolute
+        #: path in the sandbox, or None for the work dir. A conversation is resumed from the
+        #: cwd it started in, so it must stay the same for a sandbox's life.
+        self.project: str | None = None
 
     async def __aenter__(self) -> MaisonSandbox:
         return self
@@ -200,6 +212,7 @@ class MaisonSandbox:
         raw = await call("Forking the sandbox", lambda: self._sandbox.fork(timeout=timeout), retry=False)
         copy = MaisonSandbox(raw, self._daytona, claude_session_id=self.claude_session_id,
                              run_timeout=self._run_timeout, model=self._model)
+        copy.project = self.project
         copy._fork_conversation = self.claude_session_id is not None
         return copy
 
@@ -230,7 +243,12 @@ class MaisonSandbox:
         """Whether a `stream()` is in progress, from its start (upload, launch) to its end."""
         return self._run is not None and not self._run.finished
 
-    async def _work_directory(self) -> str:
+    @property
+    def toolbox(self) -> AsyncSandbox:
+        """The SDK's sandbox, for core modules that use more of its toolbox (`core/git.py`)."""
+        return self._sandbox
+
+    async def work_directory(self) -> str:
         """The sandbox's work dir, under which `.maison/` holds the run script and the runs."""
         if self._work_dir is None:
             self._work_dir = await call("Reading the sandbox's work dir", self._sandbox.get_work_dir)
@@ -238,7 +256,7 @@ class MaisonSandbox:
 
     async def _prepare(self) -> str:
         """Once per object: install the run script, check for `claude`, open the session."""
-        work_dir = await self._work_directory()
+        work_dir = await self.work_directory()
         if self._prepared:
             return work_dir
         await call(
@@ -255,7 +273,8 @@ class MaisonSandbox:
         self._prepared = True
         return work_dir
 
-    def _claude_args(self, run: _Run, instructions: str | None, continue_conversation: bool) -> list[str]:
+    def _claude_args(self, run: _Run, instructions: str | None, continue_conversation: bool, model: str | None,
+                     max_budget_usd: float | None) -> list[str]:
         args = list(CLAUDE_FLAGS)
         if continue_conversation:
             if self.claude_session_id and _UUID.match(self.claude_session_id):
@@ -266,10 +285,13 @@ class MaisonSandbox:
                 args.append("--fork-session")
         if instructions:
             args += ["--append-system-prompt-file", f"{run.run_dir}/instructions"]
-        if self._model:
-            if not _SAFE_ARG.match(self._model):
-                raise ValueError(f"Not a model name: {self._model!r}")
-            args += ["--model", self._model]
+        model = model or self._model
+        if model:
+            args += ["--model", check_model(model)]
+        if max_budget_usd is not None:  # ../shared/reference/claude-code.md §9.1: per run, > 0
+            if not max_budget_usd > 0:
+                raise ValueError(f"A run's budget must be more than $0, not {max_budget_usd!r}")
+            args += ["--max-budget-usd", f"{max_budget_usd:.6f}".rstrip("0").rstrip(".")]
         return args
 
     async def stream(
@@ -280,6 +302,8 @@ class MaisonSandbox:
         poll_interval: float = 0.3,
         *,
         timeout: float | None = None,
+        model: str | None = None,
+        max_budget_usd: float | None = None,
     ) -> AsyncIterator[StreamEvent]:
         """Run Claude Code on `prompt` and yield its events as they happen.
 
@@ -290,14 +314,17 @@ class MaisonSandbox:
         `RunTimeoutError`. Every run ends with one `result` event (synthesised when Claude
         Code exits without one, e.g. when cancelled), then a `stderr` event if there was any.
         `cancel()` works from the moment iteration starts, even before Claude is launched.
-        Closing the iterator early kills the run.
+        Closing the iterator early kills the run. `model` (default: the sandbox's) is passed to
+        `claude --model`; `max_budget_usd` to `--max-budget-usd`, which ends the run with an
+        `error_max_budget_usd` result once this run has cost that much.
         """
         async with self._lock:
             run = _Run(run_id=f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}")
             self._run = run
             pump: asyncio.Task[None] | None = None
             try:
-                if await self._launch(run, prompt, instructions, continue_conversation):
+                args = (instructions, continue_conversation, model, max_budget_usd)
+                if await self._launch(run, prompt, *args):
                     pump = asyncio.create_task(self._pump(run, poll_interval), name=f"maison-pump-{run.run_id}")
                 else:
                     self._finish(run, None)  # cancelled before launch: only the synthesised result
@@ -329,7 +356,8 @@ class MaisonSandbox:
                         await pump
                 self._run = None
 
-    async def _launch(self, run: _Run, prompt: str, instructions: str | None, continue_conversation: bool) -> bool:
+    async def _launch(self, run: _Run, prompt: str, instructions: str | None, continue_conversation: bool,
+                      model: str | None, max_budget_usd: float | None) -> bool:
         """Upload the prompt and start Claude Code, unless the run is cancelled first.
 
         Returns whether the run was launched. A cancel that lands before the launch request
@@ -355,8 +383,9 @@ class MaisonSandbox:
         if run.cancelled_by:
             return False
         command = (
-            f"cd {shlex.quote(work_dir)} && setsid --wait bash .maison/run.sh {shlex.quote(run.run_dir)} "
-            + shlex.join(self._claude_args(run, instructions, continue_conversation))
+            f"cd {shlex.quote(self.project or work_dir)} && "
+            f"setsid --wait bash {shlex.quote(work_dir + '/.maison/run.sh')} {shlex.quote(run.run_dir)} "
+            + shlex.join(self._claude_args(run, instructions, continue_conversation, model, max_budget_usd))
         )
         run.launching = True
         response = await call(
@@ -496,7 +525,7 @@ class MaisonSandbox:
         object is streaming is spared, but not those of other clients: call this when no one
         else uses the sandbox, e.g. when a restarted bot attaches. Returns once they are gone.
         """
-        work_dir = await self._work_directory()
+        work_dir = await self.work_directory()
         keep = {"MAISON_KEEP_RUN": self._run.run_id if self._run is not None else ""}
         response = await call(
             "Stopping abandoned runs",
@@ -539,9 +568,10 @@ class MaisonSandbox:
         data = content.encode("utf-8") if isinstance(content, str) else content
         await call(f"Writing {path}", lambda: self._sandbox.fs.upload_file(data, path))
 
-    async def run_setup(self, script: str, *, timeout: int) -> tuple[int, str]:
+    async def run_setup(self, script: str, *, timeout: int, cwd: str | None = None) -> tuple[int, str]:
         """Run a fixed setup script (no user text!) and return its exit code and output."""
-        result = await call("Setting up the sandbox", lambda: self._sandbox.process.exec(script, timeout=timeout))
+        result = await call("Setting up the sandbox",
+                            lambda: self._sandbox.process.exec(script, cwd=cwd, timeout=timeout))
         return result.exit_code, result.result or ""
 
     async def close(self) -> None:

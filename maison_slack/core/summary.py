@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-__all__ = ["ToolCall", "describe_tool", "run_stats"]
+__all__ = ["ToolCall", "describe_tool", "format_usd", "run_cost", "run_model", "run_stats"]
 
 #: A subject longer than this is cut: a tool line must stay one short line whatever the model sent.
 _SUBJECT_MAX = 80
@@ -135,8 +135,36 @@ def _field(tool_input: Any, *keys: str) -> Any:
     return None
 
 
-def run_stats(duration_ms: float | None, num_turns: int | None, cost_usd: float | None) -> str:
-    """A finished run's figures, e.g. "12.3s · 3 turns · $0.0123".
+def format_usd(amount: float) -> str:
+    """Dollars as people read them: cents above $1, tenths of a cent below (runs cost little)."""
+    return f"${amount:.4f}" if amount < 1 else f"${amount:.2f}"
+
+
+def run_cost(result: Mapping[str, Any]) -> float | None:
+    """What this run cost, from Claude Code's `result`. `total_cost_usd` counts the whole
+    conversation when a run resumes one; `model_usage_since_last_result` only this run
+    (../shared/reference/claude-code.md §9.4), so it wins when present."""
+    since = result.get("model_usage_since_last_result")
+    if isinstance(since, Mapping) and since:
+        costs = [_number(usage.get("costUSD")) for usage in since.values() if isinstance(usage, Mapping)]
+        if costs and all(cost is not None for cost in costs):
+            return sum(cost for cost in costs if cost is not None)
+    return _number(result.get("total_cost_usd"))
+
+
+def run_model(result: Mapping[str, Any]) -> str | None:
+    """The model this run used (the one that cost most, when a run used several)."""
+    for key in ("model_usage_since_last_result", "modelUsage"):
+        usage = result.get(key)
+        if isinstance(usage, Mapping) and usage:
+            name = max(usage, key=lambda model: _number((usage[model] or {}).get("costUSD")) or 0.0)
+            return re.sub(r"\[1m\]$", "", str(name))
+    return None
+
+
+def run_stats(duration_ms: float | None, num_turns: int | None, cost_usd: float | None,
+              model: str | None = None) -> str:
+    """A finished run's figures, e.g. "12.3s · 3 turns · $0.0123 · claude-opus-5-5".
 
     Claude Code's `result` message (../shared/reference/claude-code.md §3.7) may lack any of these,
     so missing or nonsensical values are left out rather than shown as zero.
@@ -151,7 +179,9 @@ def run_stats(duration_ms: float | None, num_turns: int | None, cost_usd: float 
         parts.append(f"{count} turn" if count == 1 else f"{count} turns")
     cost = _number(cost_usd)
     if cost is not None:
-        parts.append(f"${cost:.4f}" if cost < 1 else f"${cost:.2f}")
+        parts.append(format_usd(cost))
+    if model:
+        parts.append(model)
     return " · ".join(parts)
 
 

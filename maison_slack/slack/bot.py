@@ -24,8 +24,10 @@ REFUSAL = "Sorry, you are not allowed to use Maison here. Ask the person who run
 HELP = """*Maison runs Claude Code for your team, one sandbox per thread.*
 • Mention me with a task: `@Maison fix the failing test` — the thread becomes a session with its own sandbox.
 • Reply in the thread to continue the conversation; anyone in the channel can join in.
-• In a thread: `stop` stops the running task, `reset` deletes the sandbox and starts over, `file <path>` posts a file from the sandbox (one path, or a path in backticks), `preview <port>` posts a link to a server running in the sandbox, `fork` copies the thread (sandbox and conversation) into a new one to try another direction.
-• `/maison <task>` starts a session, `/maison list` shows this channel's sessions, `/maison status` shows what is running.
+• Before the task, `--repo <https URL>`, `--branch <name>` and `--model <name>` override the channel's settings for this message: `@Maison --model sonnet --branch dev fix the flaky test`.
+• In a thread: `stop` stops the running task, `reset` deletes the sandbox and starts over, `file <path>` posts a file from the sandbox (one path, or a path in backticks), `preview <port>` posts a link to a server running in the sandbox, `fork` copies the thread (sandbox and conversation) into a new one to try another direction, `diff` posts the changes as a patch, `push` commits them and pushes the thread's branch, `model <name>` (or `model default`) sets the model of the next answers.
+• `/maison <task>` starts a session, `/maison list` shows this channel's sessions, `/maison status` shows what is running, `/maison cost` shows what runs cost.
+• `/maison config` shows this channel's settings; `/maison config repo <https URL> [branch]`, `model <name>`, `instructions <text>` and `budget <USD per day>` change them, and `/maison config <name> unset` removes one.
 Idle sandboxes are stopped (you are warned first, with a Keep button) and wake up with their files when you write again; stopped ones are deleted after a while."""
 
 #: `file <path>` only when the argument is one path-like token or a path in backticks: "file a bug
@@ -33,6 +35,11 @@ Idle sandboxes are stopped (you are warned first, with a Keep button) and wake u
 _FILE_COMMAND = re.compile(r"^file\s+(?:`([^`\n]+)`|([\w./~@+=,:-]+))$", re.IGNORECASE)
 #: `preview <port>`: a port number and nothing else ("preview the page" is a prompt).
 _PREVIEW_COMMAND = re.compile(r"^preview\s+:?(\d{1,5})$", re.IGNORECASE)
+#: `model <name>`: an alias Claude Code knows or an id with a digit ("model the data" and
+#: "model everything" are prompts); ../shared/reference/claude-code.md §9.5.
+_MODEL_COMMAND = re.compile(
+    r"^model\s+`?((?:default|best|opus|sonnet|haiku|fable|opusplan)(?:\[1m\])?"
+    r"|(?=[^`\s]*\d)[A-Za-z][A-Za-z0-9._:/@\[\]-]{0,99})`?$", re.IGNORECASE)
 
 
 @dataclass
@@ -44,16 +51,19 @@ class ThreadCommand:
 
 
 def parse_thread_command(text: str) -> ThreadCommand | None:
-    """`stop`, `reset`, `help`, `fork`, `file <path>` or `preview <port>`, typed alone; anything
-    else is a prompt.
+    """`stop`, `reset`, `help`, `fork`, `diff`, `push`, `file <path>`, `preview <port>` or
+    `model <name>`, typed alone; anything else is a prompt.
 
     Only unambiguous words are commands: "restart" or "get …" could be a task for Claude, and
     taking a task for a command (deleting the sandbox, say) loses the person's request.
     """
     words = text.strip()
     lowered = words.lower().rstrip("!.")
-    if lowered in ("stop", "reset", "help", "fork"):
+    if lowered in ("stop", "reset", "help", "fork", "diff", "push"):
         return ThreadCommand(lowered)
+    model = _MODEL_COMMAND.match(words)
+    if model:
+        return ThreadCommand("model", model.group(1))
     preview = _PREVIEW_COMMAND.match(words)
     if preview and 1 <= int(preview.group(1)) <= 65535:
         return ThreadCommand("preview", preview.group(1))

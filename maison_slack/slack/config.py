@@ -5,6 +5,7 @@ Every problem is collected, so a user fixing their setup sees them all at once.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -67,6 +68,19 @@ class Settings:
     preview_seconds: int = 8 * 3600
     claude_version: str = "snapshot"  # or "pinned": install the tested version where it differs
     stream_rollover: float = 240.0
+    #: Who may change channel settings (`/maison config`); empty: anyone allowed to use the bot.
+    admins: frozenset[str] = field(default_factory=frozenset)
+    #: Sent with each clone and push through Daytona's git API, never stored in a sandbox.
+    git_token: str | None = None
+    git_username: str | None = None
+    #: Spending caps in USD; None: no cap.
+    max_run_usd: float | None = None
+    max_thread_usd: float | None = None
+    max_channel_daily_usd: float | None = None
+    #: A thread's earlier messages given to Claude with the first prompt: at most this many…
+    context_messages: int = 20
+    #: …and this many characters.
+    context_chars: int = 8000
 
     def secrets(self, environ: Mapping[str, str] = os.environ) -> list[str]:
         """Values that must never appear in anything the bot posts: its own tokens and keys, and
@@ -79,7 +93,11 @@ class Settings:
                      if name.startswith(FORWARDED_ENV_PREFIXES) and _CREDENTIAL_WORDS & set(name.split("_"))]
         headers = [value for _, value in custom_headers(environ.get(CUSTOM_HEADERS, ""))]
         return [self.slack_bot_token, self.slack_app_token, self.daytona_api_key, self.anthropic_api_key,
-                *forwarded, *headers]
+                *([self.git_token] if self.git_token else []), *forwarded, *headers]
+
+    def may_configure(self, user_id: str, channel: str) -> bool:
+        """Whether the user may change the channel's settings (`MAISON_ADMINS`)."""
+        return self.allowed(user_id, channel) and (not self.admins or user_id in self.admins)
 
     def allowed(self, user_id: str, channel: str) -> bool:
         return (not self.allowed_users or user_id in self.allowed_users) and (
@@ -166,6 +184,20 @@ def load_settings(env: Mapping[str, str]) -> Settings:
                                 "letters and digits)")
         return found
 
+    def money(name: str) -> float | None:
+        """A spending cap in USD: unset for none, else more than 0 (Claude Code refuses a zero budget)."""
+        raw = env.get(name, "").strip().lstrip("$")
+        if not raw:
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            problems.append(f"{name} must be an amount in USD greater than 0, like 5 or 0.50, not {raw!r}")
+            return None
+        return value
+
     def flag(name: str) -> bool:
         raw = env.get(name, "").strip().lower()
         if raw not in ("", "0", "1", "true", "false", "yes", "no"):
@@ -208,6 +240,14 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         preview_seconds=int(number("MAISON_PREVIEW_SECONDS", Settings.preview_seconds, 1)),
         # Slack ends a stream about 5 minutes after it starts (../shared/reference/slack.md §13.1).
         stream_rollover=number("MAISON_STREAM_ROLLOVER", Settings.stream_rollover, 1),
+        admins=ids("MAISON_ADMINS", _USER_ID, "user", "U024BE7LH or W024BE7LH"),
+        git_token=env.get("MAISON_GIT_TOKEN", "").strip() or None,
+        git_username=env.get("MAISON_GIT_USERNAME", "").strip() or None,
+        max_run_usd=money("MAISON_MAX_RUN_USD"),
+        max_thread_usd=money("MAISON_MAX_THREAD_USD"),
+        max_channel_daily_usd=money("MAISON_MAX_CHANNEL_DAILY_USD"),
+        context_messages=int(number("MAISON_CONTEXT_MESSAGES", Settings.context_messages, 0)),
+        context_chars=int(number("MAISON_CONTEXT_CHARS", Settings.context_chars, 0)),
     )
     if settings["preview_seconds"] > 86400:
         problems.append("MAISON_PREVIEW_SECONDS must be at most 86400: Daytona signs preview links for 24 h at most")

@@ -19,7 +19,9 @@ from maison_slack.slack.notices import ACK_REACTION, QUEUED_REACTION, Notices
 from maison_slack.slack.owner import ThreadKey, ThreadOwner, Threads
 from maison_slack.slack.redact import Redactor
 from maison_slack.slack.budget import Budgets
+from maison_slack.slack.projects import Projects
 from maison_slack.slack.runs import Prompt, Runner
+from maison_slack.slack.spending import Spending
 from maison_slack.slack.sharing import Sharing
 from maison_slack.slack.sandboxes import Sandboxes
 from maison_slack.slack.users import UserNames
@@ -40,15 +42,19 @@ class Conversations:
         self.notices = Notices(client, self.redactor, budgets)
         self._client = client
         self._attachments = Attachments(settings.slack_bot_token, settings.slack_api_url)
+        self._projects = Projects(settings=settings, store=store, client=client, sandboxes=sandboxes,
+                                  notices=self.notices, redactor=self.redactor, users=users)
+        #: Spending caps, and `/maison cost`.
+        self.spending = Spending(settings, store)
         self._runner = Runner(settings=settings, store=store, client=client, sandboxes=sandboxes, users=users,
                               budgets=budgets, redactor=self.redactor, notices=self.notices,
-                              attachments=self._attachments)
+                              attachments=self._attachments, projects=self._projects, spending=self.spending)
         self.threads = Threads()
         #: What the reaper asks of idle threads, and the Keep button.
         self.idle = IdleThreads(settings=settings, store=store, sandboxes=sandboxes, threads=self.threads,
                                 notices=self.notices)
         self._sharing = Sharing(settings=settings, store=store, client=client, sandboxes=sandboxes,
-                                notices=self.notices, redactor=self.redactor)
+                                notices=self.notices, redactor=self.redactor, projects=self._projects)
         self._holding = False
 
     # -- prompts -----------------------------------------------------------------------------
@@ -141,6 +147,28 @@ class Conversations:
         """Copy the thread's sandbox and conversation into a new thread."""
         owner = self.threads.owner(key)
         owner.post(lambda: self._sharing.fork(owner, user, self.threads))
+
+    def diff(self, key: ThreadKey) -> None:
+        """Post the thread's changes since it started as a patch."""
+        owner = self.threads.owner(key)
+        owner.post(lambda: self._projects.diff(owner))
+
+    def push(self, key: ThreadKey, user: str) -> None:
+        """Commit the thread's changes as `user` and push its branch."""
+        owner = self.threads.owner(key)
+        owner.post(lambda: self._projects.push(owner, user))
+
+    async def set_model(self, key: ThreadKey, user: str, model: str | None) -> None:
+        """`model <name>`: the model of the thread's next runs (None: the channel's again). The
+        runs already queued use it too: a run reads it when it starts."""
+        session = await self._store.get_session(*key)
+        if session is None:
+            await self.notices.say(key, "This thread is not a session yet: mention me with a task first "
+                                        "(`--model <name>` before the task chooses the model).")
+            return
+        await self._store.set_thread_model(*key, model)
+        await self.notices.say(key, f":gear: <@{user}> set the model of this thread's next answers to `{model}`."
+                               if model else f":gear: <@{user}> set this thread back to the channel's model.")
 
     # -- what people see in /maison ---------------------------------------------------------------
 

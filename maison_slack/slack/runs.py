@@ -20,7 +20,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from maison_slack.core.errors import MaisonError, SandboxGoneError, SandboxStoppedError
 from maison_slack.core.events import StreamEvent
 from maison_slack.core.sandbox import MaisonSandbox
-from maison_slack.core.summary import run_stats
+from maison_slack.core.git import Checkout
+from maison_slack.core.summary import format_usd, run_cost, run_model, run_stats
 from maison_slack.slack.attachments import Attachments
 from maison_slack.slack.config import Settings
 from maison_slack.slack.markup import tool_status
@@ -33,7 +34,11 @@ from maison_slack.slack.reply_edits import EditedReply
 from maison_slack.slack.reply_stream import StreamedReply
 from maison_slack.slack.sandboxes import Sandboxes
 from maison_slack.slack.users import UserNames
-from maison_slack.storage import DONE, FAILED, INTERRUPTED, STOPPED, Store
+from maison_slack.slack.channel_config import ChannelConfig, Overrides, parse_overrides
+from maison_slack.slack.projects import Projects, checkout_of
+from maison_slack.slack.spending import Spending
+from maison_slack.slack.thread_context import earlier_messages
+from maison_slack.storage import DONE, FAILED, INTERRUPTED, REFUSED, STOPPED, Store
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +64,28 @@ class Prompt:
     @property
     def key(self) -> tuple[str, str]:
         return self.channel, self.thread_ts
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What one run uses, decided when it starts (`Runner._plan`)."""
+
+    task: str  #: the prompt without its overrides
+    overrides: Overrides
+    config: ChannelConfig
+    instructions: str
+    model: str | None
+
+
+def project_note(checkout: Checkout) -> str:
+    """What Claude is told about the project it works in."""
+    if checkout.url:
+        return (f"The team's repository {checkout.url} is checked out in {checkout.path} (your working directory) "
+                f"on the branch `{checkout.branch}`, made from `{checkout.base_branch}`. Commit your work on this "
+                "branch with git. You cannot push: people in the thread push the branch by writing `push`, or get "
+                "a patch of your changes with `diff`.")
+    return (f"Your working directory {checkout.path} is a git repository made for this thread (branch "
+            f"`{checkout.branch}`); people in the thread get your changes as a patch by writing `diff`.")
 
 
 @dataclass
@@ -99,7 +126,7 @@ class Runner:
 
     def __init__(self, *, settings: Settings, store: Store, client: AsyncWebClient, sandboxes: Sandboxes,
                  users: UserNames, budgets: Budgets, redactor: Redactor, notices: Notices,
-                 attachments: Attachments) -> None:
+                 attachments: Attachments, projects: Projects, spending: Spending) -> None:
         self._settings = settings
         self._store = store
         self._client = client
@@ -112,6 +139,8 @@ class Runner:
         self._redactor = redactor
         self._notices = notices
         self._attachments = attachments
+        self._projects = projects
+        self._spending = spending
 
     async def run(self, owner: ThreadOwner, run_id: int, prompt: Prompt, *, waited: bool) -> None:
         owner.begin_run(run_id)
@@ -125,26 +154,39 @@ class Runner:
             await self._store.start_run(run_id, "")
             await reply.start("Starting…")
             await self._store.start_run(run_id, reply.ts or "")
+            try:
+                plan = await self._plan(prompt)
+            except ValueError as exc:
+                outcome.error = str(exc)
+                await reply.finish("", error=f"{exc} Nothing was run; send the message again with that fixed.")
+                return
+            refusal = await self._spending.refusal(prompt.channel, prompt.thread_ts, plan.config)
+            if refusal is not None:
+                outcome = Outcome(REFUSED, refusal)
+                await reply.finish("", error=refusal)
+                return
             sandbox, fresh = await self._sandbox_for(owner, reply)
-            text = await self._prompt_text(prompt, sandbox, run_id)
+            checkout = await self._project(owner, sandbox, plan, reply)
+            text = await self._prompt_text(prompt, plan.task, sandbox, run_id)
             if not owner.launch():  # stopped while the sandbox was being prepared
                 outcome.state = STOPPED
                 await reply.finish(f":octagonal_sign: Stopped by <@{owner.stopped_by}>")
                 return
             reply.set_status("Thinking…")
-            result = await self._stream(sandbox, text, reply)
+            result = await self._stream(sandbox, text, reply, plan, checkout)
             if fresh and credentials_refused(result) and self._sandboxes.uses_secrets and not owner.stopped_by:
                 # Field reports: a few fresh sandboxes send the raw Secret placeholder on their
                 # first request, and only a new sandbox fixes it (../shared/reference/daytona.md §14.3).
                 logger.warning("Run %s: a new sandbox's credentials were refused (401); trying another", run_id)
                 reply.withdraw(result.content if result is not None else "")
                 sandbox = await self._replace_sandbox(owner, sandbox, reply)
-                text = await self._prompt_text(prompt, sandbox, run_id)
+                checkout = await self._project(owner, sandbox, plan, reply)
+                text = await self._prompt_text(prompt, plan.task, sandbox, run_id)
                 reply.set_status("Thinking…")
-                result = await self._stream(sandbox, text, reply)
+                result = await self._stream(sandbox, text, reply, plan, checkout)
             if sandbox.claude_session_id:
                 await self._store.set_claude_session(prompt.channel, prompt.thread_ts, sandbox.claude_session_id)
-            outcome = await self._conclude(owner, reply, result)
+            outcome = await self._conclude(owner, reply, result, plan)
         except asyncio.CancelledError:
             outcome = Outcome(INTERRUPTED, "the bot is shutting down")
             await asyncio.shield(reply.finish("", error="Interrupted: the bot is shutting down. "
@@ -197,10 +239,49 @@ class Runner:
             self._team_id = str((await self._client.auth_test())["team_id"])
         return self._team_id
 
-    async def _stream(self, sandbox: MaisonSandbox, text: str, reply: Reply) -> StreamEvent | None:
+    async def _plan(self, prompt: Prompt) -> RunPlan:
+        """What this run uses: the message's overrides over the thread's and channel's settings.
+        Raises `ValueError` for an override that is not valid."""
+        overrides, task = parse_overrides(prompt.text)
+        config = ChannelConfig.of(await self._store.channel_settings(prompt.channel), self._settings)
+        session = await self._store.get_session(*prompt.key)
+        assert session is not None  # the prompt's claim created it
+        if overrides.branch and not (overrides.repo_url or session.repo_url or config.repo_url):
+            raise ValueError("`--branch` needs a repository: add `--repo <https URL>`, or set this channel's with "
+                             "`/maison config repo`.")
+        instructions = self._settings.instructions
+        if config.instructions:
+            instructions += "\n\nInstructions for this Slack channel:\n" + config.instructions
+        return RunPlan(task=task or prompt.text, overrides=overrides, config=config, instructions=instructions,
+                       model=overrides.model or session.model or config.model)
+
+    async def _project(self, owner: ThreadOwner, sandbox: MaisonSandbox, plan: RunPlan, reply: Reply) -> Checkout:
+        """The thread's project in `sandbox`: made now (cloned, or the work dir initialised) when
+        the sandbox is new to the thread; a clone that fails fails the run."""
+        session = await self._store.get_session(*owner.key)
+        assert session is not None
+        checkout = checkout_of(session)
+        if checkout is not None:
+            sandbox.project = checkout.path
+            wanted = plan.overrides.repo_url
+            if wanted and wanted != checkout.url:
+                reply.notice(f"`--repo` chooses the repository of a new thread; this one works on "
+                             f"{checkout.url or 'no repository'}. Start a new thread for {wanted}.")
+            return checkout
+        url = plan.overrides.repo_url or session.repo_url or plan.config.repo_url
+        branch = plan.overrides.branch or next(
+            (chosen for repo, chosen in ((session.repo_url, session.base_branch),
+                                        (plan.config.repo_url, plan.config.repo_branch)) if repo == url), None)
+        if url:
+            reply.set_status(f"Cloning {url}…")
+        return await self._projects.prepare(owner, sandbox, url, branch)
+
+    async def _stream(self, sandbox: MaisonSandbox, text: str, reply: Reply, plan: RunPlan,
+                      checkout: Checkout) -> StreamEvent | None:
         result: StreamEvent | None = None
-        events = sandbox.stream(text, instructions=self._settings.instructions,
-                                continue_conversation=sandbox.claude_session_id is not None)
+        events = sandbox.stream(text, instructions=f"{plan.instructions}\n\n{project_note(checkout)}",
+                                continue_conversation=sandbox.claude_session_id is not None,
+                                model=plan.model, max_budget_usd=self._settings.max_run_usd)
         paragraph = False  # the next text is a new paragraph (it follows a tool call)
         try:
             async for event in events:
@@ -227,13 +308,18 @@ class Runner:
             await events.aclose()
         return result
 
-    async def _conclude(self, owner: ThreadOwner, reply: Reply, result: StreamEvent | None) -> Outcome:
+    async def _conclude(self, owner: ThreadOwner, reply: Reply, result: StreamEvent | None,
+                        plan: RunPlan) -> Outcome:
         """Write the final state of the reply. A Stop accepted by the owner makes it "stopped",
-        whatever Claude's last event was."""
+        whatever Claude's last event was. The footer says what the run cost, with which model,
+        and what the thread has cost so far."""
         data = result.data if result is not None else {}
-        usage = {"cost_usd": data.get("total_cost_usd"), "duration_ms": data.get("duration_ms"),
-                 "num_turns": data.get("num_turns")}
-        stats = run_stats(usage["duration_ms"], usage["num_turns"], usage["cost_usd"])
+        usage = {"cost_usd": run_cost(data), "duration_ms": data.get("duration_ms"),
+                 "num_turns": data.get("num_turns"), "model": run_model(data) or plan.model}
+        stats = run_stats(usage["duration_ms"], usage["num_turns"], usage["cost_usd"], usage["model"])
+        if usage["cost_usd"] is not None:
+            total = await self._store.thread_cost(*owner.key) + usage["cost_usd"]
+            stats += f" · thread total {format_usd(total)}"
         if owner.stopped_by:
             await reply.finish(" · ".join(filter(None, [f":octagonal_sign: Stopped by <@{owner.stopped_by}>", stats])))
             return Outcome(STOPPED, None, usage)
@@ -246,6 +332,10 @@ class Runner:
                      "the token you use) where the bot runs; then send `reset` here to get a new sandbox.")
             await reply.finish(stats, error=error)
             return Outcome(FAILED, error, usage)
+        if data.get("subtype") == "error_max_budget_usd":
+            # The answer so far is Claude's own (../shared/reference/claude-code.md §9.1): kept.
+            await reply.finish(f"{self._spending.run_budget_note()} · {stats}")
+            return Outcome(STOPPED, "the run reached its budget (MAISON_MAX_RUN_USD)", usage)
         if result.is_error:
             detail = result.content or data.get("subtype")
             reply.withdraw(result.content)  # Claude Code also prints API errors as its answer
@@ -267,7 +357,7 @@ class Runner:
         if session.sandbox_id:
             reply.set_status("Waking up the sandbox…")
             try:
-                owner.sandbox = await self._sandboxes.attach(session.sandbox_id, session.claude_session_id)
+                owner.sandbox = await self._sandboxes.attach_thread(session)
                 return owner.sandbox, False
             except SandboxGoneError:
                 note = NOTES["gone"]
@@ -295,18 +385,26 @@ class Runner:
             logger.warning("Could not delete sandbox %s: %s", broken.id, exc)
         return sandbox
 
-    async def _prompt_text(self, prompt: Prompt, sandbox: MaisonSandbox, run_id: int) -> str:
-        """The prompt as Claude sees it: who is asking (in shared threads) and attached files."""
-        text = prompt.text
-        session = await self._store.get_session(prompt.channel, prompt.thread_ts)
+    async def _prompt_text(self, prompt: Prompt, task: str, sandbox: MaisonSandbox, run_id: int) -> str:
+        """The prompt as Claude sees it: who is asking (in shared threads), what people said in
+        the thread before the bot was asked (first run only) and attached files."""
+        text = task
+        session = await self._store.get_session(*prompt.key)
+        before = [run for run in await self._store.runs(*prompt.key) if run.id < run_id]
         if session is not None and len(session.participants) > 1:
             text = f"Message from {await self._users.name(prompt.user)} (<@{prompt.user}>):\n{text}"
             # Messages from the time one person was alone here were sent without a name.
             starter = session.participants[0]
-            earlier = [r for r in await self._store.runs(prompt.channel, prompt.thread_ts) if r.id < run_id]
-            if earlier and all(r.user_id == starter for r in earlier):
+            if before and all(r.user_id == starter for r in before):
                 text = (f"(Until now only {await self._users.name(starter)} (<@{starter}>) "
                         f"wrote in this thread.)\n{text}")
+        if not before and prompt.message_ts != prompt.thread_ts:  # the bot joins a conversation
+            earlier = await earlier_messages(self._client, self._users, prompt.channel, prompt.thread_ts,
+                                             prompt.message_ts, max_messages=self._settings.context_messages,
+                                             max_chars=self._settings.context_chars)
+            if earlier:
+                text = (f"Earlier messages in this Slack thread, before you were asked (oldest first):\n{earlier}\n\n"
+                        f"The message you are answering:\n{text}")
         paths: list[str] = []
         for file in prompt.files:
             try:

@@ -12,7 +12,9 @@ from maison_slack.core.maison import CLAUDE_CODE_VERSION, Maison, SandboxInfo
 from maison_slack.core.snapshots import DEFAULT_SNAPSHOT, choose_snapshot
 from maison_slack.core.sandbox import MaisonSandbox
 from maison_slack.slack.config import Settings
+from maison_slack.slack.owner import ThreadOwner
 from maison_slack.slack.pool import POOL_LABEL, WarmPool
+from maison_slack.storage import Session
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +144,22 @@ class Sandboxes:
             sandbox_id, daytona=self._daytona, claude_session_id=claude_session_id,
             run_timeout=self._settings.run_timeout, model=self._settings.model,
         )
+
+    async def attach_thread(self, session: Session) -> MaisonSandbox:
+        """The thread's sandbox (started if it was stopped), with its conversation and project."""
+        assert session.sandbox_id is not None
+        sandbox = await self.attach(session.sandbox_id, session.claude_session_id)
+        sandbox.project = session.project
+        return sandbox
+
+    async def of_thread(self, owner: ThreadOwner, session: Session | None) -> MaisonSandbox | None:
+        """The thread's sandbox for a job between runs: the owner's, or re-attached from its
+        session (and started if it was stopped); None if the thread has none."""
+        if owner.sandbox is None:
+            if session is None or session.sandbox_id is None:
+                return None
+            owner.sandbox = await self.attach_thread(session)
+        return owner.sandbox
 
     async def stop(self, sandbox_id: str) -> bool:
         return await Maison.stop_sandbox(sandbox_id, daytona=self._daytona)

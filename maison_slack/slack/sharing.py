@@ -21,6 +21,7 @@ from maison_slack.core.sandbox import MaisonSandbox
 from maison_slack.slack.config import Settings
 from maison_slack.slack.notices import Notices, duration
 from maison_slack.slack.owner import ThreadKey, ThreadOwner, Threads
+from maison_slack.slack.projects import Projects
 from maison_slack.slack.redact import Redactor
 from maison_slack.slack.sandboxes import Sandboxes
 from maison_slack.storage import Store
@@ -30,8 +31,9 @@ logger = logging.getLogger(__name__)
 
 class Sharing:
     def __init__(self, *, settings: Settings, store: Store, client: AsyncWebClient, sandboxes: Sandboxes,
-                 notices: Notices, redactor: Redactor) -> None:
+                 notices: Notices, redactor: Redactor, projects: Projects) -> None:
         self._settings = settings
+        self._projects = projects
         self._store = store
         self._client = client
         self._sandboxes = sandboxes
@@ -78,12 +80,7 @@ class Sharing:
                                         "the upload failed.")
 
     async def _sandbox(self, owner: ThreadOwner) -> MaisonSandbox | None:
-        if owner.sandbox is None:
-            session = await self._store.get_session(*owner.key)
-            if session is None or session.sandbox_id is None:
-                return None
-            owner.sandbox = await self._sandboxes.attach(session.sandbox_id, session.claude_session_id)
-        return owner.sandbox
+        return await self._sandboxes.of_thread(owner, await self._store.get_session(*owner.key))
 
     async def preview(self, owner: ThreadOwner, port: int) -> None:
         """`preview <port>`: a signed link to what listens on `port`, or why there is none."""
@@ -127,6 +124,7 @@ class Sharing:
                 "sandbox and conversation. Reply here to go on in the copy; the original is unchanged."))
             new_key = (channel, parent["ts"])
             await self._store.fork_session(key, new_key, copy.id, user)
+            await self._projects.fork(copy, new_key)
             await copy.set_labels(self._sandboxes.labels_for(*new_key))
             threads.owner(new_key).sandbox = copy
             link = (await self._client.chat_getPermalink(channel=channel, message_ts=parent["ts"]))["permalink"]

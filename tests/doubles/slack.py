@@ -98,7 +98,7 @@ MAX_WEBSOCKETS = 10
 #: The bot scopes an app installed from the repository's manifest.yml is granted; Slack names a
 #: token's scopes in the ``x-oauth-scopes`` header of every Web API answer (reference §3, §11).
 BOT_SCOPES = ("app_mentions:read", "channels:history", "groups:history", "im:history", "chat:write",
-              "commands", "reactions:write", "files:read", "files:write", "users:read")
+              "commands", "reactions:write", "files:read", "files:write", "users:read", "users:read.email")
 #: An app-level token's scopes (the one the README has you generate).
 APP_TOKEN_SCOPES = ("connections:write",)
 

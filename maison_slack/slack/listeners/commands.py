@@ -1,4 +1,5 @@
-"""`/maison`: start a session, list sessions, status, help. Slack allows it outside threads only."""
+"""`/maison`: start a session, list sessions, status, cost, channel settings, help. Slack allows
+it outside threads only."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from maison_slack.core.errors import MaisonError
 from maison_slack.slack.bot import HELP, REFUSAL, Services
+from maison_slack.slack.channel_config import NAMES, announcement, describe, parse_setting
 from maison_slack.slack.markup import neutralize_broadcasts, slack_to_plain
 from maison_slack.slack.runs import Prompt
 
@@ -31,6 +33,11 @@ def register(app: AsyncApp, services: Services) -> None:
         elif word == "status":
             await ack(response_type="ephemeral", text="Checking…")
             await respond(response_type="ephemeral", replace_original=True, text=await status(services))
+        elif word == "cost":
+            await ack(response_type="ephemeral", text=await services.conversations.spending.report())
+        elif word == "config" or word.startswith("config "):
+            await ack()  # within Slack's 3 s, whatever the announcement in the channel costs
+            await respond(response_type="ephemeral", text=await configure(services, client, user, channel, text[6:]))
         else:
             await ack()
             await start_session(services, client, respond, user, channel, text)
@@ -74,6 +81,32 @@ async def status(services: Services) -> str:
         summary = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "none"
         lines.append(f"Sandboxes: {summary}.")
     return "\n".join(lines)
+
+
+async def configure(services: Services, client: AsyncWebClient, user: str, channel: str, arguments: str) -> str:
+    """`/maison config [<name> <value>|unset]`: show the channel's settings, or change one and
+    tell the channel who changed what. Returns what the person who typed it sees."""
+    name, _, raw = arguments.strip().partition(" ")
+    name = name.lower()
+    store, settings = services.store, services.settings
+    if not name:
+        return describe(await store.channel_settings(channel), settings)
+    if name not in NAMES:
+        return f"There is no setting {name!r}. " + ", ".join(f"`/maison config {n} {h}`" for n, h in NAMES.items())
+    if not settings.may_configure(user, channel):
+        return "Only the bot's admins (MAISON_ADMINS) may change this channel's settings."
+    try:
+        value = parse_setting(name, raw)
+    except ValueError as exc:
+        return str(exc)
+    if not await store.set_channel_setting(channel, name, value, user):
+        return f"Nothing changed: the {name} setting already is what you asked."
+    try:
+        await client.chat_postMessage(channel=channel, text=services.conversations.notices.safe(
+            announcement(user, name, value)))
+    except SlackApiError as exc:  # saved all the same; the person is told the channel was not
+        return f"Saved, but I could not tell the channel ({exc.response.get('error')}): invite me with `/invite @Maison`."
+    return "Saved."
 
 
 async def start_session(services: Services, client: AsyncWebClient, respond: AsyncRespond, user: str, channel: str,

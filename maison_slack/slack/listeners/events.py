@@ -119,5 +119,12 @@ async def run_thread_command(services: Services, client: AsyncWebClient, key: tu
         services.conversations.preview(key, int(command.argument))
     elif command.name == "fork":
         services.conversations.fork(key, user)
+    elif command.name == "diff":
+        services.conversations.diff(key)
+    elif command.name == "push":
+        services.conversations.push(key, user)
+    elif command.name == "model":
+        model = None if command.argument.lower() == "default" else command.argument
+        await services.conversations.set_model(key, user, model)
     else:
         await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=HELP)
