@@ -42,8 +42,8 @@ class Conversations:
         self.notices = Notices(client, self.redactor, budgets)
         self._client = client
         self._attachments = Attachments(settings.slack_bot_token, settings.slack_api_url)
-        self._projects = Projects(settings=settings, store=store, client=client, sandboxes=sandboxes,
-                                  notices=self.notices, redactor=self.redactor, users=users)
+        self._projects = Projects(settings=settings, store=store, sandboxes=sandboxes, notices=self.notices,
+                                  users=users)
         #: Spending caps, and `/maison cost`.
         self.spending = Spending(settings, store)
         self._runner = Runner(settings=settings, store=store, client=client, sandboxes=sandboxes, users=users,
@@ -54,7 +54,7 @@ class Conversations:
         self.idle = IdleThreads(settings=settings, store=store, sandboxes=sandboxes, threads=self.threads,
                                 notices=self.notices)
         self._sharing = Sharing(settings=settings, store=store, client=client, sandboxes=sandboxes,
-                                notices=self.notices, redactor=self.redactor, projects=self._projects)
+                                notices=self.notices, projects=self._projects)
         self._holding = False
 
     # -- prompts -----------------------------------------------------------------------------

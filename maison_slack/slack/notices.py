@@ -8,7 +8,8 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
-from slack_sdk.errors import SlackApiError
+import aiohttp
+from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from maison_slack.slack.markup import neutralize_broadcasts
@@ -52,6 +53,20 @@ class Notices:
     async def say(self, key: ThreadKey, text: str, *, blocks: list[dict[str, Any]] | None = None) -> None:
         """Post `text` in the thread (`blocks`, if given, are the bot's own: shown instead)."""
         await self._client.chat_postMessage(channel=key[0], thread_ts=key[1], text=self.safe(text), blocks=blocks)
+
+    async def upload(self, key: ThreadKey, data: bytes, name: str, comment: str, *, what: str) -> None:
+        """Post a file in the thread, redacted (it comes from the sandbox); a refusal — Slack's, or
+        a failed upload such as a 413 — is said in the thread, naming `what` was sent."""
+        data = self._redactor.redact_bytes(data)
+        try:
+            await self._client.files_upload_v2(channel=key[0], thread_ts=key[1], content=data, filename=name,
+                                               title=name, initial_comment=self.safe(comment))
+        except SlackApiError as exc:
+            await self.say(key, f":warning: Could not upload {what} to Slack: {exc.response.get('error')}")
+        except (SlackRequestError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            logger.warning("Upload of %s failed: %s", name, exc)
+            await self.say(key, f":warning: Slack did not accept {what} ({len(data) / 1024 / 1024:.1f} MB): "
+                                "the upload failed.")
 
     async def react(self, channel: str, ts: str, name: str) -> None:
         """Decoration: skipped when the reactions budget is spent (a burst of follow-ups), and a

@@ -10,11 +10,7 @@ of the thread's owner, so they see what the run before them left.
 
 from __future__ import annotations
 
-import logging
 import re
-
-from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 
 from maison_slack.core import git
 from maison_slack.core.errors import MaisonError
@@ -22,13 +18,10 @@ from maison_slack.core.git import Checkout, GitCredentials
 from maison_slack.core.sandbox import MaisonSandbox
 from maison_slack.slack.config import Settings
 from maison_slack.slack.notices import Notices
-from maison_slack.slack.redact import Redactor
 from maison_slack.slack.owner import ThreadKey, ThreadOwner
 from maison_slack.slack.sandboxes import Sandboxes
 from maison_slack.slack.users import UserNames
 from maison_slack.storage import DONE, Session, Store
-
-logger = logging.getLogger(__name__)
 
 #: Claude's co-authorship trailer on commits pushed from a thread.
 CO_AUTHOR = "Co-Authored-By: Claude <noreply@anthropic.com>"
@@ -65,14 +58,12 @@ def commit_message(answer: str | None, user_name: str) -> str:
 class Projects:
     """Makes a thread's project in its sandbox and gets the work out of it."""
 
-    def __init__(self, *, settings: Settings, store: Store, client: AsyncWebClient, sandboxes: Sandboxes,
-                 notices: Notices, redactor: Redactor, users: UserNames) -> None:
+    def __init__(self, *, settings: Settings, store: Store, sandboxes: Sandboxes, notices: Notices,
+                 users: UserNames) -> None:
         self._settings = settings
         self._store = store
-        self._client = client
         self._sandboxes = sandboxes
         self._notices = notices
-        self._redactor = redactor
         self._users = users
 
     def credentials(self, url: str | None) -> GitCredentials | None:
@@ -138,14 +129,9 @@ class Projects:
             return
         name = checkout.branch.replace("/", "-") + ".patch"
         files = len(re.findall(rb"^diff --git ", patch, re.MULTILINE))
-        try:
-            await self._client.files_upload_v2(
-                channel=key[0], thread_ts=key[1], content=self._redactor.redact_bytes(patch), filename=name,
-                title=name, initial_comment=self._notices.safe(
-                    f"Changes since this thread started ({files} file{'s' * (files != 1)}); "
-                    f"apply with `git apply {name}`."))
-        except SlackApiError as exc:
-            await self._notices.say(key, f":warning: Could not upload the diff: {exc.response.get('error')}")
+        await self._notices.upload(key, patch, name, f"Changes since this thread started ({files} file"
+                                                     f"{'s' * (files != 1)}); apply with `git apply {name}`.",
+                                   what="the diff")
 
     async def push(self, owner: ThreadOwner, user: str) -> None:
         """`push`: commit what is uncommitted as the person who asked (Claude co-author), push the

@@ -7,13 +7,11 @@ shares; every failure is said in the thread.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
 
-import aiohttp
-from slack_sdk.errors import SlackApiError, SlackRequestError
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from maison_slack.core.errors import MaisonError, NotARegularFileError
@@ -22,7 +20,6 @@ from maison_slack.slack.config import Settings
 from maison_slack.slack.notices import Notices, duration
 from maison_slack.slack.owner import ThreadKey, ThreadOwner, Threads
 from maison_slack.slack.projects import Projects
-from maison_slack.slack.redact import Redactor
 from maison_slack.slack.sandboxes import Sandboxes
 from maison_slack.storage import Store
 
@@ -31,14 +28,13 @@ logger = logging.getLogger(__name__)
 
 class Sharing:
     def __init__(self, *, settings: Settings, store: Store, client: AsyncWebClient, sandboxes: Sandboxes,
-                 notices: Notices, redactor: Redactor, projects: Projects) -> None:
+                 notices: Notices, projects: Projects) -> None:
         self._settings = settings
         self._projects = projects
         self._store = store
         self._client = client
         self._sandboxes = sandboxes
         self._notices = notices
-        self._redactor = redactor
 
     async def send_file(self, owner: ThreadOwner, path: str) -> None:
         """`file <path>`: the file, redacted, uploaded into the thread; every failure said there."""
@@ -67,17 +63,8 @@ class Sharing:
         except MaisonError as exc:
             await self._notices.say(key, f":warning: Could not read `{path}`: {exc}")
             return
-        data = self._redactor.redact_bytes(data)
         name = path.rstrip("/").rsplit("/", 1)[-1] or "file"
-        try:
-            await self._client.files_upload_v2(channel=key[0], thread_ts=key[1], content=data, filename=name,
-                                               title=name, initial_comment=self._notices.safe(f"`{path}` from the sandbox"))
-        except SlackApiError as exc:
-            await self._notices.say(key, f":warning: Could not upload `{path}` to Slack: {exc.response.get('error')}")
-        except (SlackRequestError, aiohttp.ClientError, asyncio.TimeoutError) as exc:  # e.g. a 413 on the upload
-            logger.warning("Upload of %s failed: %s", path, exc)
-            await self._notices.say(key, f":warning: Slack did not accept `{path}` ({len(data) / 1024 / 1024:.1f} MB): "
-                                        "the upload failed.")
+        await self._notices.upload(key, data, name, f"`{path}` from the sandbox", what=f"`{path}`")
 
     async def _sandbox(self, owner: ThreadOwner) -> MaisonSandbox | None:
         return await self._sandboxes.of_thread(owner, await self._store.get_session(*owner.key))
