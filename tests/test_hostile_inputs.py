@@ -33,10 +33,10 @@ it looks for.
 
 Bugs the suite found are pinned at the end of this file: fixed ones by regression tests, open
 ones by strict xfail tests (which fail the run once the bug is fixed, so the marker gets
-removed). Open bugs are kept out of the main phases until then: Claude's dumps are unwrapped
-(`base64 -w0`, `xxd -p | tr -d '\n'`). (The phases still let a thread's first follow-up wait until
-its mention is claimed, and keep lone surrogates out of display names, as they did while those
-were open bugs; both have tests of their own now.)
+removed). Open bugs are kept out of the main phases until then. (The phases still let a thread's
+first follow-up wait until its mention is claimed, keep lone surrogates out of display names and
+have Claude dump its environment unwrapped (`base64 -w0`, `xxd -p | tr -d '\n'`), as they did
+while those were open bugs; each has a test of its own now.)
 
 Slack's rate limits stay as in the double, except `chat.update` (Tier 3, ~50/min for the whole
 app): with ~90 runs streaming, that limit alone would make the suite take 7 minutes, and pacing
@@ -942,10 +942,10 @@ async def settled(env: BotEnv, thread_ts: str, runs: int, timeout: float = 30) -
     await env.slack.wait_for(done, timeout=timeout)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="maison_slack/slack/redact.py (_text_forms, Redactor.redact): a dump cut "
-                   "into lines (`base64` wraps at 76, `xxd -p` at 60) holds the key's encoding in pieces that no "
-                   "form matches; decoding the posted text gives the whole key")
-async def test_known_bug_wrapped_dumps_of_the_environment_leak_the_key(bot_env, monkeypatch):
+async def test_wrapped_dumps_of_the_environment_do_not_leak_the_key(bot_env, monkeypatch):
+    """Found by this suite (fixed with issue 9): a dump cut into lines (`base64` wraps at 76,
+    `xxd -p` at 60) held the key's encoding in pieces that no form matched
+    (maison_slack/slack/redact.py); decoding the posted text gave the whole key."""
     secrets = make_secrets()
     use_secrets(bot_env, secrets, monkeypatch)
     await bot_env.start(key_in_sandbox="env")

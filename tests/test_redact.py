@@ -129,3 +129,30 @@ class TestEncodedForms:
         assert r.redact_streaming("plain words!") == "plain words!"
         assert r.redact_streaming("plain words") == "plain word"  # "s" may begin "sk-ant-…"
         assert r.redact_streaming(f"Here: {KEY} and sk-") == "Here: [redacted] and "
+
+
+class TestWrappedDumps:
+    """`base64` and `xxd -p` cut their output into lines: the encoded secret is in pieces."""
+
+    SECRET = "sk-ant-api03-" + "x7Q" * 30
+
+    @pytest.mark.parametrize("width", [60, 76])
+    def test_a_wrapped_encoding_is_masked_with_its_breaks(self, width: int) -> None:
+        dump = ("PATH=/usr/bin\nANTHROPIC_API_KEY=" + self.SECRET + "\nHOME=/root\n").encode()
+        for encoded in (base64.b64encode(dump).decode(), dump.hex()):
+            wrapped = "\n".join(encoded[i:i + width] for i in range(0, len(encoded), width)) + "\n"
+            redacted = Redactor([self.SECRET]).redact(wrapped)
+            assert "[redacted]" in redacted
+            joined = redacted.replace("\n", "").replace("[redacted]", "")
+            assert self.SECRET.encode().hex() not in joined and base64.b64encode(self.SECRET.encode())[4:40].decode() not in joined
+            assert redacted.startswith(encoded[:8]) and redacted.endswith("\n")  # the rest is kept
+
+    def test_bytes_and_crlf_too(self) -> None:
+        hexed = self.SECRET.encode().hex()
+        wrapped = b"\r\n".join(hexed[i:i + 60].encode() for i in range(0, len(hexed), 60))
+        assert Redactor([self.SECRET]).redact_bytes(b"dump:\r\n" + wrapped) == b"dump:\r\n[redacted]"
+
+    def test_streaming_holds_back_a_wrapped_beginning(self) -> None:
+        hexed = self.SECRET.encode().hex()
+        growing = "key:\n" + hexed[:60] + "\n" + hexed[60:90]
+        assert Redactor([self.SECRET]).redact_streaming(growing) == "key:\n"

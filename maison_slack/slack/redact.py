@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
+import re
 from collections.abc import Iterable, Mapping
 from typing import AnyStr
 from urllib.parse import quote, quote_plus
@@ -54,8 +56,36 @@ def _text_forms(secret: str) -> set[str]:
     }
 
 
+_BREAKS = {str: re.compile(r"[\r\n]+"), bytes: re.compile(rb"[\r\n]+")}
+
+
+class _Unwrapped:
+    """`data` with its line breaks taken out, and the way back to positions in `data`.
+
+    Dumps are cut into lines (`base64` every 76 characters, `xxd -p` every 60), so an encoded
+    secret in one is in pieces that no form matches; without the breaks it is whole again.
+    """
+
+    def __init__(self, data: AnyStr) -> None:
+        breaks = [(m.start(), m.end()) for m in _BREAKS[type(data)].finditer(data)]
+        self.text = _BREAKS[type(data)].sub(data[:0], data)
+        self._starts: list[int] = []  # where each break was, in `text`
+        self._removed: list[int] = []  # characters removed up to and with each break
+        removed = 0
+        for start, end in breaks:
+            self._starts.append(start - removed)
+            removed += end - start
+            self._removed.append(removed)
+
+    def original(self, pos: int) -> int:
+        """Where the character at `pos` of `text` is in the data."""
+        i = bisect.bisect_right(self._starts, pos)
+        return pos + (self._removed[i - 1] if i else 0)
+
+
 def _mask(data: AnyStr, patterns: Mapping[AnyStr, AnyStr]) -> AnyStr:
-    """Replace every occurrence of every pattern with its replacement.
+    """Replace every occurrence of every pattern with its replacement, also one cut by line
+    breaks (the breaks inside it go with it).
 
     Overlapping occurrences are merged into one mask so no fragment of either survives;
     adjacent ones are masked separately.
@@ -66,6 +96,15 @@ def _mask(data: AnyStr, patterns: Mapping[AnyStr, AnyStr]) -> AnyStr:
         while pos != -1:
             spans.append((pos, pos + len(pattern), replacement))
             pos = data.find(pattern, pos + 1)
+    unwrapped = _Unwrapped(data)
+    if len(unwrapped.text) != len(data):
+        for pattern, replacement in patterns.items():
+            pos = unwrapped.text.find(pattern)
+            while pos != -1:
+                start, end = unwrapped.original(pos), unwrapped.original(pos + len(pattern) - 1) + 1
+                if end - start != len(pattern):  # whole ones are found above
+                    spans.append((start, end, replacement))
+                pos = unwrapped.text.find(pattern, pos + 1)
     if not spans:
         return data
     spans.sort(key=lambda span: (span[0], -span[1]))
@@ -112,8 +151,9 @@ class Redactor:
         """`redact` for text that is still growing: a trailing piece that may be the start
         of a secret (the rest of which has not arrived yet) is held back."""
         text = self.redact(text)
-        held = max((_partial_end(text, form) for form in self._text), default=0)
-        return text[: len(text) - held]
+        unwrapped = _Unwrapped(text)
+        held = max((_partial_end(unwrapped.text, form) for form in self._text), default=0)
+        return text[: unwrapped.original(len(unwrapped.text) - held)] if held else text
 
     def redact_bytes(self, data: bytes) -> bytes:
         """`redact` for a file's contents, whatever its encoding: the bytes are searched, not
