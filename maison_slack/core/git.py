@@ -178,16 +178,18 @@ FREE_PATH_SCRIPT = 'p={path}; n=1; while [ -e "$p" ]; do n=$((n + 1)); p={path}-
 
 
 async def clone(sandbox: MaisonSandbox, url: str, *, branch: str | None, new_branch: str,
-                credentials: GitCredentials | None) -> Checkout:
+                credentials: GitCredentials | None, timeout: float = 900) -> Checkout:
     """Clone `url` (its `branch`, else its default one) into the work dir, onto `new_branch`,
-    and make it the sandbox's project (Claude's cwd)."""
+    and make it the sandbox's project (Claude's cwd). A clone that takes longer than `timeout`
+    seconds (a host that hangs) fails: the SDK itself sets no deadline on git calls."""
     work_dir = await sandbox.work_directory()
     path = await _script(sandbox, "Choosing the clone's directory",
                          FREE_PATH_SCRIPT.format(path=shlex.quote(f"{work_dir}/{repo_name(url)}")), work_dir)
     user, password = (credentials.username, credentials.password) if credentials else (None, None)
     git = sandbox.toolbox.git
     doing = f"Cloning {url}" + (f" (branch {branch})" if branch else "")
-    await _git(doing, lambda: git.clone(url, path, branch=branch, username=user, password=password))
+    await _git(doing, lambda: git.clone(url, path, branch=branch, username=user, password=password,
+                                        request_timeout=timeout))
     status = await _git("Reading the clone", lambda: git.status(path))
     base_branch = branch or status.current_branch
     await _git("Creating the session's branch", lambda: git.create_branch(path, new_branch))
@@ -243,9 +245,10 @@ async def unpushed(sandbox: MaisonSandbox, checkout: Checkout) -> int:
     return int(output.splitlines()[-1])
 
 
-async def push(sandbox: MaisonSandbox, checkout: Checkout, credentials: GitCredentials | None) -> None:
-    """Push the session's branch to the repository it was cloned from."""
+async def push(sandbox: MaisonSandbox, checkout: Checkout, credentials: GitCredentials | None,
+               timeout: float = 900) -> None:
+    """Push the session's branch to the repository it was cloned from (within `timeout` seconds)."""
     user, password = (credentials.username, credentials.password) if credentials else (None, None)
     await _git("Pushing", lambda: sandbox.toolbox.git.push(checkout.path, username=user, password=password,
                                                            branch=checkout.branch, remote="origin",
-                                                           set_upstream=True))
+                                                           set_upstream=True, request_timeout=timeout))
