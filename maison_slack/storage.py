@@ -312,6 +312,12 @@ class Store:
             (project, branch, base_commit, repo_url, base_branch, channel, thread_ts),
         )
 
+    async def set_repo(self, channel: str, thread_ts: str, repo_url: str | None, base_branch: str | None) -> None:
+        """The repository the thread works on, chosen before it is cloned: a clone cut short (a
+        crash, a failure) is tried again from the same repository by the next message."""
+        await self._write("UPDATE sessions SET repo_url = ?, base_branch = ? WHERE channel = ? AND thread_ts = ?",
+                          (repo_url, base_branch, channel, thread_ts))
+
     async def set_thread_model(self, channel: str, thread_ts: str, model: str | None) -> None:
         await self._write("UPDATE sessions SET model = ? WHERE channel = ? AND thread_ts = ?",
                           (model, channel, thread_ts))

@@ -60,7 +60,7 @@ class GitCredentials:
 class Checkout:
     """The session's project: where it is, the branch it works on and where it started."""
 
-    path: str  #: absolute, in the sandbox; Claude's cwd
+    path: str  #: relative to the work dir ("." for the work dir itself); Claude's cwd
     branch: str  #: the session's own branch
     base: str  #: the commit the session started from: `diff` shows the changes since
     url: str | None = None  #: the repository it was cloned from, if any
@@ -151,8 +151,10 @@ async def _git(doing: str, operation: Callable[[], Awaitable[T]]) -> T:
 
 
 async def _script(sandbox: MaisonSandbox, doing: str, script: str, cwd: str, timeout: int = 120) -> str:
-    """A fixed git script in the project; its output, or `GitError` with its last lines."""
-    code, output = await sandbox.run_setup(script, timeout=timeout, cwd=cwd)
+    """A fixed git script run in `cwd` (relative to the work dir); its output, or `GitError`
+    with its last lines."""
+    where = MaisonSandbox.path(await sandbox.work_directory(), cwd)
+    code, output = await sandbox.run_setup(script, timeout=timeout, cwd=where)
     if code != 0:
         raise GitError(f"{doing} failed: {output.strip()[-500:]}")
     return output.strip()
@@ -164,7 +166,7 @@ HEAD_SCRIPT = f"{IDENTITY} && git rev-parse HEAD"
 INIT_SCRIPT = (
     "git init -q -b {branch} && "
     f"printf %s {shlex.quote(_HOME_EXCLUDES)} >> .git/info/exclude && {IDENTITY} && "
-    "git add -A && git commit -q --allow-empty -m 'Session start' && git rev-parse HEAD"
+    "{{ git add -A || true; }} && git commit -q --allow-empty -m 'Session start' && git rev-parse HEAD"
 )
 DIFF_SCRIPT = (
     'index=$(mktemp) && cp "$(git rev-parse --git-dir)/index" "$index" 2>/dev/null; '
@@ -182,9 +184,8 @@ async def clone(sandbox: MaisonSandbox, url: str, *, branch: str | None, new_bra
     """Clone `url` (its `branch`, else its default one) into the work dir, onto `new_branch`,
     and make it the sandbox's project (Claude's cwd). A clone that takes longer than `timeout`
     seconds (a host that hangs) fails: the SDK itself sets no deadline on git calls."""
-    work_dir = await sandbox.work_directory()
     path = await _script(sandbox, "Choosing the clone's directory",
-                         FREE_PATH_SCRIPT.format(path=shlex.quote(f"{work_dir}/{repo_name(url)}")), work_dir)
+                         FREE_PATH_SCRIPT.format(path=shlex.quote(repo_name(url))), ".")
     user, password = (credentials.username, credentials.password) if credentials else (None, None)
     git = sandbox.toolbox.git
     doing = f"Cloning {url}" + (f" (branch {branch})" if branch else "")
@@ -209,10 +210,9 @@ async def branch_off(sandbox: MaisonSandbox, checkout: Checkout, new_branch: str
 
 async def init(sandbox: MaisonSandbox, *, branch: str) -> Checkout:
     """No repository: the work dir becomes one, with what it holds now as the first commit."""
-    path = await sandbox.work_directory()
     script = INIT_SCRIPT.format(branch=shlex.quote(check_branch(branch)))
-    base = await _script(sandbox, "Making the work dir a git repository", script, path)
-    return Checkout(path=path, branch=branch, base=base.splitlines()[-1])
+    base = await _script(sandbox, "Making the work dir a git repository", script, ".")
+    return Checkout(path=".", branch=branch, base=base.splitlines()[-1])
 
 
 async def diff(sandbox: MaisonSandbox, checkout: Checkout) -> bytes:
@@ -221,7 +221,7 @@ async def diff(sandbox: MaisonSandbox, checkout: Checkout) -> bytes:
     what Claude staged is left as it was."""
     if not _SHA.match(checkout.base):
         raise GitError(f"The session's start commit is unknown ({checkout.base!r})")
-    out = f"{await sandbox.work_directory()}/.maison/diff.patch"
+    out = MaisonSandbox.path(await sandbox.work_directory(), ".maison/diff.patch")
     await _script(sandbox, "Computing the diff", DIFF_SCRIPT.format(base=checkout.base, out=shlex.quote(out)),
                   checkout.path)
     return await sandbox.read_bytes(out)

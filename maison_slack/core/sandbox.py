@@ -21,6 +21,7 @@ import base64
 import codecs
 import contextlib
 import logging
+import posixpath
 import re
 import shlex
 import time
@@ -186,9 +187,10 @@ class MaisonSandbox:
         self._fork_conversation = False
         #: What `claude --version` said when the sandbox was set up ("" if not checked).
         self.claude_code_found = ""
-        #: Where Claude Code runs (its cwd, where it finds the project's CLAUDE.md): an absolute
-        #: path in the sandbox, or None for the work dir. A conversation is resumed from the
-        #: cwd it started in, so it must stay the same for a sandbox's life.
+        #: Where Claude Code runs (its cwd, where it finds the project's CLAUDE.md), relative to
+        #: the work dir; None for the work dir itself. Relative, because a fork or a restored
+        #: sandbox may have it elsewhere. A conversation is resumed from the cwd it started in,
+        #: so it must stay the same for a sandbox's life.
         self.project: str | None = None
 
     async def __aenter__(self) -> MaisonSandbox:
@@ -242,6 +244,11 @@ class MaisonSandbox:
     def running(self) -> bool:
         """Whether a `stream()` is in progress, from its start (upload, launch) to its end."""
         return self._run is not None and not self._run.finished
+
+    @staticmethod
+    def path(work_dir: str, relative: str | None) -> str:
+        """`relative` (to the work dir) as an absolute path in the sandbox."""
+        return posixpath.normpath(posixpath.join(work_dir, relative or "."))
 
     @property
     def toolbox(self) -> AsyncSandbox:
@@ -383,7 +390,7 @@ class MaisonSandbox:
         if run.cancelled_by:
             return False
         command = (
-            f"cd {shlex.quote(self.project or work_dir)} && "
+            f"cd {shlex.quote(self.path(work_dir, self.project))} && "
             f"setsid --wait bash {shlex.quote(work_dir + '/.maison/run.sh')} {shlex.quote(run.run_dir)} "
             + shlex.join(self._claude_args(run, instructions, continue_conversation, model, max_budget_usd))
         )

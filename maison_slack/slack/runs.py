@@ -20,7 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from maison_slack.core.errors import MaisonError, SandboxGoneError, SandboxStoppedError
 from maison_slack.core.events import StreamEvent
 from maison_slack.core.sandbox import MaisonSandbox
-from maison_slack.core.git import Checkout
+from maison_slack.core.git import Checkout, GitError
 from maison_slack.core.summary import format_usd, run_cost, run_model, run_stats
 from maison_slack.slack.attachments import Attachments
 from maison_slack.slack.config import Settings
@@ -80,11 +80,11 @@ class RunPlan:
 def project_note(checkout: Checkout) -> str:
     """What Claude is told about the project it works in."""
     if checkout.url:
-        return (f"The team's repository {checkout.url} is checked out in {checkout.path} (your working directory) "
+        return (f"The team's repository {checkout.url} is checked out in `{checkout.path}` (your working directory) "
                 f"on the branch `{checkout.branch}`, made from `{checkout.base_branch}`. Commit your work on this "
                 "branch with git. You cannot push: people in the thread push the branch by writing `push`, or get "
                 "a patch of your changes with `diff`.")
-    return (f"Your working directory {checkout.path} is a git repository made for this thread (branch "
+    return (f"Your working directory is a git repository made for this thread (branch "
             f"`{checkout.branch}`); people in the thread get your changes as a patch by writing `diff`.")
 
 
@@ -272,9 +272,16 @@ class Runner:
         branch = plan.overrides.branch or next(
             (chosen for repo, chosen in ((session.repo_url, session.base_branch),
                                         (plan.config.repo_url, plan.config.repo_branch)) if repo == url), None)
+        if (url, branch) != (session.repo_url, session.base_branch):
+            await self._store.set_repo(*owner.key, url, branch)
         if url:
             reply.set_status(f"Cloning {url}…")
-        return await self._projects.prepare(owner, sandbox, url, branch)
+        try:
+            return await self._projects.prepare(owner, sandbox, url, branch)
+        except GitError as exc:
+            raise GitError(f"{exc} Claude did not start: send your message again (with `--repo` or `--branch` "
+                           "corrected if they were wrong; a channel's repository is changed with "
+                           "`/maison config repo`).") from exc
 
     async def _stream(self, sandbox: MaisonSandbox, text: str, reply: Reply, plan: RunPlan,
                       checkout: Checkout) -> StreamEvent | None:

@@ -28,6 +28,11 @@ assert which credentials reached the host. Helpers read the bare repos directly
 ``decline_pushes``). They run git synchronously: they are quick, local and meant for test
 setup and assertions.
 
+Time: ``slow(name, seconds, service=…, count=…)`` makes the host wait before answering the
+next `count` git-upload-pack (clone, fetch) or git-receive-pack (push) POSTs of a repo, as a
+slow or overloaded host does; a request so held is in ``held`` from the moment it waits, so a
+test can wait for "the clone is under way" instead of sleeping.
+
 Sandboxes reach the host by name: ``url(name)`` is ``http://git.example.test:<port>/…``
 (``hostname`` is configurable) and a test maps it with
 ``daytona_double.hosts[host.hostname] = host.ip``; a name that resolves nowhere else also
@@ -144,11 +149,17 @@ class GitHost:
         self._backend = _http_backend()
         self._runner: web.AppRunner | None = None
         self._procs: set[asyncio.subprocess.Process] = set()
+        #: `slow` orders: (repo, service) → [seconds, uses left (None: every request)].
+        self._slow: dict[tuple[str, str], list] = {}
+        #: Requests `slow` held, in the order they started waiting (they stay listed afterwards).
+        self.held: list[GitRequest] = []
+        self._stopping: asyncio.Event | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
     async def start(self) -> GitHost:
         self.root.mkdir(parents=True, exist_ok=True)
+        self._stopping = asyncio.Event()
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         # auto_decompress=False: git gzips large request bodies and says so in
@@ -161,7 +172,10 @@ class GitHost:
         return self
 
     async def stop(self) -> None:
-        """Kill every running http-backend (and its upload/receive-pack), close the server."""
+        """Kill every running http-backend (and its upload/receive-pack), end the waits of
+        `slow` (503), close the server."""
+        if self._stopping is not None:
+            self._stopping.set()
         for proc in list(self._procs):
             _kill_group(proc)
         if self._runner is not None:
@@ -233,6 +247,24 @@ class GitHost:
         hook = self._repo(name).path / "hooks" / "pre-receive"
         hook.write_text(f"#!/bin/sh\necho {_sh_quote(message)} >&2\nexit 1\n")
         hook.chmod(0o755)
+
+    def slow(self, name: str, seconds: float, *, service: str = "git-upload-pack", count: int | None = None) -> None:
+        """Wait `seconds` before answering the next `count` (None: every one until changed)
+        POSTs of `service` to `name`: ``"git-upload-pack"`` serves clones and fetches (with
+        protocol v2 a clone POSTs twice: ls-refs, then fetch; the first is held), and
+        ``"git-receive-pack"`` pushes. The wait comes after authorization, before git runs,
+        so the client has connected and waits for its answer (a clone has made its directory
+        by then). A held request is appended to `held` when its wait starts. ``seconds=0``
+        removes the order; stopping the host ends every wait with a 503."""
+        if service not in ("git-upload-pack", "git-receive-pack"):
+            raise ValueError(f"service must be git-upload-pack or git-receive-pack, not {service!r}")
+        if count is not None and count < 1:
+            raise ValueError("count must be at least 1 (or None)")
+        self._repo(name)
+        if seconds <= 0:
+            self._slow.pop((name, service), None)
+        else:
+            self._slow[(name, service)] = [float(seconds), count]
 
     # ----------------------------------------------------------------- inspection helpers
 
@@ -346,6 +378,8 @@ class GitHost:
         refusal, user = self._authorize(request, name, push)
         if refusal is not None:
             return refusal
+        if request.method == "POST" and not await self._wait_if_slow(name, rest.lstrip("/")):
+            return web.Response(status=503, text="Service Unavailable\n", content_type="text/plain")
         env = self._cgi_env(request, f"/{name}.git{rest}", user.username if user else None)
         try:
             async with asyncio.timeout(self.request_timeout):
@@ -353,6 +387,22 @@ class GitHost:
         except TimeoutError:
             log.warning("git host: %s %s timed out", request.method, request.path_qs)
             raise
+
+    async def _wait_if_slow(self, name: str, service: str) -> bool:
+        """The wait `slow` ordered for this request, if any; False when a stop ended it."""
+        order = self._slow.get((name, service))
+        if order is None:
+            return True
+        seconds, left = order
+        if left is not None:
+            order[1] = left - 1
+            if order[1] == 0:
+                del self._slow[(name, service)]
+        self.held.append(self.requests[-1])  # `_authorize` has just recorded it
+        assert self._stopping is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        return not self._stopping.is_set()
 
     def _cgi_env(self, request: web.Request, path_info: str, remote_user: str | None) -> dict[str, str]:
         """RFC 3875 variables for http-backend. REMOTE_USER is set for authenticated requests
