@@ -96,3 +96,30 @@ class TestSecrets:
     def test_read_from_the_process_environment_by_default(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("ANTHROPIC_AUTH_TOKEN", "from-the-environment-123")
         assert "from-the-environment-123" in self.settings().secrets()
+
+
+class TestTeamSettings:
+    """Issue 9: who may change channel settings, the git token, spending caps."""
+
+    def test_admins_change_settings_only_when_listed(self) -> None:
+        settings = load_settings({**REQUIRED, "MAISON_ADMINS": "U0ALICE"})
+        assert settings.may_configure("U0ALICE", "C0DEV") and not settings.may_configure("U0BOB", "C0DEV")
+        assert load_settings(REQUIRED).may_configure("U0BOB", "C0DEV")
+        assert problems(MAISON_ADMINS="alice") == [
+            "MAISON_ADMINS: 'alice' is not a Slack user id (like U024BE7LH or W024BE7LH: uppercase letters and digits)"]
+
+    def test_an_admin_outside_the_allow_list_may_not_configure(self) -> None:
+        settings = load_settings({**REQUIRED, "MAISON_ADMINS": "U0ALICE", "MAISON_ALLOWED_USERS": "U0BOB"})
+        assert not settings.may_configure("U0ALICE", "C0DEV")
+
+    @pytest.mark.parametrize("name", ["MAISON_MAX_RUN_USD", "MAISON_MAX_THREAD_USD", "MAISON_MAX_CHANNEL_DAILY_USD"])
+    def test_caps_are_amounts_above_zero(self, name: str) -> None:
+        assert getattr(load_settings({**REQUIRED, name: "$2.50"}), name.removeprefix("MAISON_").lower()) == 2.5
+        assert getattr(load_settings(REQUIRED), name.removeprefix("MAISON_").lower()) is None
+        for bad in ("0", "-1", "ten", "nan", "inf"):
+            assert problems(**{name: bad}) == [
+                f"{name} must be an amount in USD greater than 0, like 5 or 0.50, not {bad!r}"]
+
+    def test_the_git_token_is_redacted(self) -> None:
+        settings = load_settings({**REQUIRED, "MAISON_GIT_TOKEN": "glpat-secret-token-value"})
+        assert "glpat-secret-token-value" in settings.secrets({})

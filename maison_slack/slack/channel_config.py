@@ -47,6 +47,11 @@ class ChannelConfig:
                    instructions=values.get("instructions"), daily_budget=budget, budget_source=source)
 
 
+def unlink(word: str) -> str:
+    """A URL as typed, from Slack's link markup (`<https://…>` or `<https://…|label>`)."""
+    return word.removeprefix("<").removesuffix(">").split("|")[0]
+
+
 def parse_setting(name: str, raw: str) -> str | None:
     """The stored value of `/maison config <name> <raw>`; None for `unset`. Raises `ValueError`
     saying what is wrong."""
@@ -56,10 +61,10 @@ def parse_setting(name: str, raw: str) -> str | None:
     if not raw:
         raise ValueError(f"`/maison config {name} {NAMES[name]}` needs a value (or `unset`).")
     if name == "repo":
-        url, *rest = raw.strip("<>").split()
+        url, *rest = raw.split()
         if len(rest) > 1:
             raise ValueError("`/maison config repo <https URL> [branch]` takes a URL and at most one branch.")
-        url = check_url(url.split("|")[0])  # Slack sends links as <url|text>
+        url = check_url(unlink(url))
         return " ".join([url, *(check_branch(branch) for branch in rest)])
     if name == "model":
         return check_model(raw.strip("`"))
@@ -134,7 +139,7 @@ def parse_overrides(text: str) -> tuple[Overrides, str]:
     found: dict[str, str] = {}
     rest = text
     while (match := _OVERRIDE.match(rest)) and match.group(1) not in found:
-        name, value = match.group(1), match.group(2).strip("<>").split("|")[0]
+        name, value = match.group(1), unlink(match.group(2))
         found[name] = {"repo": check_url, "branch": check_branch, "model": check_model}[name](value)
         rest = rest[match.end():]
     return Overrides(repo_url=found.get("repo"), branch=found.get("branch"), model=found.get("model")), rest.strip()

@@ -154,16 +154,10 @@ class Runner:
             await self._store.start_run(run_id, "")
             await reply.start("Starting…")
             await self._store.start_run(run_id, reply.ts or "")
-            try:
-                plan = await self._plan(prompt)
-            except ValueError as exc:
-                outcome.error = str(exc)
-                await reply.finish("", error=f"{exc} Nothing was run; send the message again with that fixed.")
-                return
-            refusal = await self._spending.refusal(prompt.channel, prompt.thread_ts, plan.config)
-            if refusal is not None:
-                outcome = Outcome(REFUSED, refusal)
-                await reply.finish("", error=refusal)
+            plan = await self._admit(prompt)
+            if isinstance(plan, Outcome):  # refused: said in the reply, nothing run
+                outcome = plan
+                await reply.finish("", error=plan.error)
                 return
             sandbox, fresh = await self._sandbox_for(owner, reply)
             checkout = await self._project(owner, sandbox, plan, reply)
@@ -238,6 +232,15 @@ class Runner:
         if self._team_id is None:
             self._team_id = str((await self._client.auth_test())["team_id"])
         return self._team_id
+
+    async def _admit(self, prompt: Prompt) -> RunPlan | Outcome:
+        """The run's plan, or why it may not run: an override that is not valid, a spending cap."""
+        try:
+            plan = await self._plan(prompt)
+        except ValueError as exc:
+            return Outcome(FAILED, f"{exc} Nothing was run; send the message again with that fixed.")
+        refusal = await self._spending.refusal(prompt.channel, prompt.thread_ts, plan.config)
+        return plan if refusal is None else Outcome(REFUSED, refusal)
 
     async def _plan(self, prompt: Prompt) -> RunPlan:
         """What this run uses: the message's overrides over the thread's and channel's settings.
