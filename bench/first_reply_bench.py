@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """First-reply benchmark: how soon a new thread (or a woken one) shows Claude's answer, for four
-kinds of sandbox, side by side in one run.
+kinds of sandbox and for a thread with a repository, side by side in one run.
 
     python bench/first_reply_bench.py               # every kind, 3 times each; writes FIRST_REPLY_RESULTS.md
     python bench/first_reply_bench.py --quick       # smoke run: 1 time each, shorter install and restore
@@ -20,6 +20,14 @@ The kinds of sandbox the first answer waits for:
 * `warm`: `MAISON_WARM_POOL=2`; the benchmark waits until `/maison status` says the pool is
   full, then mentions the bot (and waits for the pool to refill before the next time). The
   members come from the pinned snapshot, registered in the double directly.
+* `repo`: `warm` again, each mention starting with `--repo <url>`: the bot clones the repository
+  through Daytona's git toolbox before Claude starts (`maison_slack.core.git.clone`), where
+  `warm` makes the work dir a repository (`git init`). The repository (`REPO_FILES` files of
+  code-like text, ≈`REPO_BYTES` bytes, `REPO_COMMITS` commits, the same every run) is served by
+  a loopback git host started by the benchmark (`tests/doubles/git_host.GitHost`), which the
+  sandboxes reach by name through their egress proxy. A warm pool member rather than a new
+  sandbox, so that the sandbox costs next to nothing and the difference to `warm` is the
+  repository's alone, whatever sandbox creation is assumed to take.
 * `archived`: a thread answered once, whose sandbox the bot stopped when idle
   (`MAISON_IDLE_TIMEOUT`, `MAISON_REAP_INTERVAL` small), then archived through the daytona SDK
   (what Daytona does to a stopped sandbox), then a follow-up in that thread, which wakes it.
@@ -51,7 +59,9 @@ monotonic clock):
   word (`load_bench.measure_thread`: the Slack double's messages, their `versions` and
   `visible_to`);
 * overhead = first visible text − Claude's first token (the bot's streaming path);
-* ratios of the p50s to `cold`.
+* ratios of the p50s to `cold`;
+* `repo` against `warm` (ratio and difference of the p50s), and each clone's own duration: the
+  `git clone` the Daytona double's git toolbox ran in the thread's sandbox (`time_clones`).
 
 The issue's goal: with the warm pool, the first visible text comes no later than 1 s after
 Claude's own first token, checked on every warm repeat. The double answers at once by default
@@ -77,8 +87,10 @@ import asyncio
 import contextlib
 import math
 import os
+import random
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -110,8 +122,10 @@ from stream_bench import clean_env, percentile
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_MD = REPO / "bench" / "FIRST_REPLY_RESULTS.md"
 
-KINDS = ("cold", "pinned", "warm", "archived")
+KINDS = ("cold", "pinned", "warm", "repo", "archived")
 BASELINE = "cold"
+POOLED = ("warm", "repo")  # the kinds whose threads take a warm pool member
+REPO_BASELINE = "warm"  # `repo` without a repository: what its ratio is to
 MODES = ("edits", "native", "auto")
 CHANNEL = "C0FIRST"  # one channel thread per prompt; they never run at once (cold: staggered)
 COLD_SNAPSHOT = "maison-bench-no-claude"
@@ -123,6 +137,12 @@ CHUNK_INTERVAL = 0.15  # seconds between the Anthropic double's SSE frames (one 
 STOP_NOTICE = "was stopped after"  # the bot's notice when it stops an idle thread's sandbox
 WAKING = "Waking up the sandbox"  # the status a woken thread's reply shows first
 CREATING = "Creating a sandbox"  # the status of a reply whose thread gets a new sandbox
+CLONING = "Cloning"  # the status of a reply whose thread's repository is being cloned
+REPO_NAME = "bench/app"  # owner/repo on the benchmark's git host
+REPO_FILES = 300
+REPO_BYTES = 3_000_000  # the checkout's size, about: files of 2–20 KB
+REPO_COMMITS = 40  # the first with every file, then each changing a few lines of a few files
+REPO_SEED = 9  # the same repository, contents and commit ids, every run
 
 
 # ============================================================================ one measured prompt
@@ -141,6 +161,8 @@ class Sample:
     pooled: bool = False  # taken from the warm pool (it was a ready member at the mention)
     woken: bool = False  # the reply said it was waking the sandbox up
     said_creating: bool = False  # the reply said it was creating a sandbox
+    said_cloning: bool = False  # the reply said it was cloning the repository
+    clone: float | None = None  # `repo`: the `git clone` in its sandbox, seconds
     first_token: float | None = None  # mention -> Claude's first text_delta sent
     answered: float | None = None  # mention -> the reply's final state (footer or warning)
     paced: float | None = None  # the thread's previous visible change -> the first visible text
@@ -164,6 +186,7 @@ class KindResult:
     samples: list[Sample] = field(default_factory=list)
     seconds: float = 0.0  # wall time of the kind, doubles and bot start included
     setup: str = ""  # what was done before the measured prompts, and how long it took
+    repo: ServedRepo | None = None  # `repo`: the repository its mentions name
     bot_log: Counter[str] = field(default_factory=Counter)
     error: str | None = None  # the kind could not be measured at all
 
@@ -223,7 +246,7 @@ async def kind_doubles(kind: str, args: argparse.Namespace, claude_bin: Path, re
     snapshots = {"daytona-small": SnapshotSpec(path=[str(claude_bin)])}
     if kind == "cold":
         snapshots[COLD_SNAPSHOT] = SnapshotSpec(path=[str(fake_npm_dir(workdir, claude_bin, args.install_seconds))])
-    elif kind in ("warm", "archived"):  # what `maison-slack snapshot` leaves, registered directly
+    elif kind in (*POOLED, "archived"):  # what `maison-slack snapshot` leaves, registered directly
         snapshots[PINNED_SNAPSHOT] = SnapshotSpec(path=[str(claude_bin)])
     async with SlackDouble() as slack, \
             DaytonaDouble(snapshots=snapshots, create_delay=args.create_delay, start_delay=args.start_delay,
@@ -241,7 +264,7 @@ def kind_env(kind: str, args: argparse.Namespace, base: dict[str, str]) -> dict[
         env["MAISON_EDIT_INTERVAL"] = f"{args.edit_interval:g}"
     if kind == "cold":
         env["MAISON_SNAPSHOT"] = COLD_SNAPSHOT
-    elif kind == "warm":
+    elif kind in POOLED:
         env["MAISON_WARM_POOL"] = str(WARM_POOL)
     elif kind == "archived":
         env["MAISON_IDLE_TIMEOUT"] = f"{IDLE_TIMEOUT:g}"
@@ -265,6 +288,103 @@ async def build_pinned_snapshot(env: dict[str, str]) -> str:
     if process.returncode != 0 or "is active" not in text:
         raise RuntimeError(f"`maison-slack snapshot` failed (exit {process.returncode}):\n{text[-1500:]}")
     return f"`maison-slack snapshot` built it in {time.monotonic() - started:.1f} s"
+
+
+# ============================================================================ the repository (`repo`)
+
+
+@dataclass
+class ServedRepo:
+    """The repository every `repo` mention names, and how long each sandbox's clone of it took."""
+
+    url: str
+    files: int
+    size: int  # bytes checked out
+    commits: int
+    pack: int  # bytes of the host's packed repository: about what a clone transfers
+    clones: dict[str, float] = field(default_factory=dict)  # sandbox id -> seconds of its `git clone`
+
+    def describe(self) -> str:
+        return (f"`{REPO_NAME}` ({self.files} files, {self.size / 1e6:.1f} MB checked out, {self.commits} commits, "
+                f"a {self.pack / 1e6:.1f} MB pack)")
+
+
+#: What the repository's files are made of: identifiers and keywords, so that they compress and
+#: delta like code rather than like random bytes.
+WORDS = ("def", "return", "self", "if", "else", "for", "in", "not", "None", "await", "async", "import", "from",
+         "class", "value", "result", "items", "config", "request", "response", "user", "thread", "sandbox",
+         "count", "name", "path", "error", "=", "==", "+", "(", ")", ":", "[", "]", "0", "1", "True", "False")
+PACKAGES = ("api", "core", "storage", "web", "jobs", "cli", "tests")
+
+
+def code_text(rng: random.Random, size: int) -> str:
+    """About `size` bytes of indented lines of `WORDS`, drawn from `rng`."""
+    lines, total = [], 0
+    while total < size:
+        line = "    " * rng.randrange(4) + " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12)))
+        lines.append(line)
+        total += len(line) + 1
+    return "\n".join(lines) + "\n"
+
+
+def repo_history() -> list[dict[str, str]]:
+    """The repository's commits, oldest first, as the files each writes: the first writes all
+    `REPO_FILES` (sizes spread over 2–20 KB, ≈`REPO_BYTES` in all), each later one rewrites a few
+    lines in one to six of them, as a project's history does. Seeded: the same every run."""
+    rng = random.Random(REPO_SEED)
+    weights = [rng.uniform(1, 10) for _ in range(REPO_FILES)]
+    sizes = [round(REPO_BYTES * w / sum(weights)) for w in weights]
+    files = {f"src/{PACKAGES[i % len(PACKAGES)]}/module_{i:03d}.py": code_text(rng, size)
+             for i, size in enumerate(sizes)}
+    commits = [dict(files)]
+    for _ in range(REPO_COMMITS - 1):
+        changed = {}
+        for path in rng.sample(sorted(files), rng.randint(1, 6)):
+            lines = files[path].splitlines()
+            at = rng.randrange(len(lines))
+            lines[at:at + rng.randint(0, 8)] = code_text(rng, 300).splitlines()
+            changed[path] = files[path] = "\n".join(lines) + "\n"
+        commits.append(changed)
+    return commits
+
+
+@contextlib.asynccontextmanager
+async def served_repo(workdir: Path, daytona: Any) -> AsyncIterator[ServedRepo]:
+    """A loopback git host serving the repository, mapped in the sandboxes' DNS, packed as a
+    hosting service keeps it; every clone the Daytona double runs is timed into its record."""
+    from tests.doubles.git_host import GIT, GitHost
+
+    commits = repo_history()
+    async with GitHost(workdir / "git-host") as host:
+        daytona.hosts[host.hostname] = host.ip
+        bare = host.create_repo(REPO_NAME, commits[0])
+        for number, files in enumerate(commits[1:], 2):
+            host.commit(REPO_NAME, "main", files, f"Change {number}")
+        subprocess.run([GIT, "--git-dir", str(bare), "repack", "-a", "-d", "-q"], check=True, timeout=120)
+        latest = {path: text for commit in commits for path, text in commit.items()}  # as checked out
+        size = sum(len(text.encode()) for text in latest.values())
+        repo = ServedRepo(host.url(REPO_NAME), len(latest), size, len(commits),
+                          sum(f.stat().st_size for f in (bare / "objects" / "pack").glob("*.pack")))
+        time_clones(daytona, repo.clones)
+        yield repo
+
+
+def time_clones(daytona: Any, clones: dict[str, float]) -> None:
+    """Record in `clones` how long each sandbox's `git clone` ran (sandbox id -> seconds): the
+    clone alone (the pack fetched through the sandbox's egress proxy, the files checked out),
+    without the toolbox request around it or the bot's other steps (choosing the directory,
+    making the thread's branch). The double keeps no timings and the bot is not instrumented, so
+    the double's git runner is wrapped: its handlers look it up on each call."""
+    run = daytona._git
+
+    async def timed(request: Any, sandbox: Any, args: list[str], **options: Any) -> str:
+        started = time.monotonic()
+        output = await run(request, sandbox, args, **options)
+        if options.get("op") == "git clone":
+            clones[sandbox.id] = time.monotonic() - started
+        return output
+
+    daytona._git = timed
 
 
 # ============================================================================ talking to the bot
@@ -361,14 +481,16 @@ Driver = Callable[[Any, Any, BotProcess, Workload, list[int], argparse.Namespace
 
 async def one_at_a_time(slack: Any, daytona: Any, bot: BotProcess, workload: Workload, indices: list[int],
                         args: argparse.Namespace, result: KindResult) -> list[Sample]:
-    """`pinned` (and `warm`, which waits for a full pool before each): a new thread each time."""
+    """`pinned` (and `warm` and `repo`, which wait for a full pool before each): a new thread
+    each time; `repo`'s mentions name its repository (`--repo`)."""
     samples = []
     for repeat, index in enumerate(indices):
         ready: set[str] = set()
-        if result.kind == "warm":
+        if result.kind in POOLED:
             await pool_full(slack, daytona, bot)
             ready = pool_members(daytona)
-        thread, ts = await ask(slack, workload, index)
+        text = f"--repo {result.repo.url} {workload.prompt(index)}" if result.repo else None
+        thread, ts = await ask(slack, workload, index, text=text)
         sample = Sample(result.kind, repeat, thread, ts)
         sample.answered = await answered(slack, bot, thread, ts, args.timeout)
         record_sandbox(sample, slack, daytona, ready)
@@ -439,7 +561,8 @@ async def archived(slack: Any, daytona: Any, bot: BotProcess, workload: Workload
     return samples
 
 
-DRIVERS: dict[str, Driver] = {"cold": cold, "pinned": one_at_a_time, "warm": one_at_a_time, "archived": archived}
+DRIVERS: dict[str, Driver] = {"cold": cold, "pinned": one_at_a_time, "warm": one_at_a_time, "repo": one_at_a_time,
+                              "archived": archived}
 
 
 def record_sandbox(sample: Sample, slack: Any, daytona: Any, ready: set[str]) -> None:
@@ -457,10 +580,11 @@ def record_sandbox(sample: Sample, slack: Any, daytona: Any, ready: set[str]) ->
     shown = [text for m in replies for _, text in m.versions] + statuses
     sample.woken = any(WAKING in text for text in shown)
     sample.said_creating = any(CREATING in text for text in shown)
+    sample.said_cloning = any(CLONING in text for text in shown)
     expected = {"cold": COLD_SNAPSHOT}.get(sample.kind, PINNED_SNAPSHOT)
     if record.snapshot != expected:
         sample.note = f"sandbox made from {record.snapshot}, not {expected}"
-    elif sample.kind == "warm" and not sample.pooled:
+    elif sample.kind in POOLED and not sample.pooled:
         sample.note = "the thread did not get a warm pool member"
     elif sample.kind == "archived" and not sample.woken:
         sample.note = "the reply never said it was waking the sandbox up"
@@ -469,10 +593,15 @@ def record_sandbox(sample: Sample, slack: Any, daytona: Any, ready: set[str]) ->
 # ============================================================================ one kind
 
 
-def measure(samples: list[Sample], workload: Workload, slack: Any, anthropic: Any, responder: Responder) -> None:
+def measure(samples: list[Sample], workload: Workload, slack: Any, anthropic: Any, responder: Responder,
+            repo: ServedRepo | None) -> None:
     """Fill in the figures of every sample from what the doubles recorded."""
     chunks = emitted_by_thread(list(anthropic.emitted))
     for sample in samples:
+        if repo is not None:
+            sample.clone = repo.clones.get(sample.sandbox)
+            if sample.clone is None:
+                sample.note = "; ".join(filter(None, [sample.note, "no `git clone` of the repository in its sandbox"]))
         index = sample.thread.index
         emitted = sorted(chunks.get(index, []))
         measure_thread(sample.thread, workload, slack, emitted, responder.requests.get(index, []))
@@ -494,7 +623,12 @@ async def run_kind(kind: str, args: argparse.Namespace, claude_bin: Path, worklo
     workdir = Path(tempfile.mkdtemp(prefix="maison-first-reply-"))
     keep = False
     try:
-        async with kind_doubles(kind, args, claude_bin, responder, workdir) as (slack, daytona, anthropic):
+        async with kind_doubles(kind, args, claude_bin, responder, workdir) as (slack, daytona, anthropic), \
+                served_repo(workdir, daytona) if kind == "repo" else contextlib.nullcontext() as repo:
+            if repo is not None:
+                result.repo = repo
+                result.setup = (f"repository {repo.describe()} made and served (doubles started) in "
+                                f"{time.monotonic() - started:.1f} s")
             base = clean_env()
             base.update(bot_env(slack, daytona, anthropic, workdir / "maison.db"))
             env = kind_env(kind, args, base)
@@ -510,7 +644,7 @@ async def run_kind(kind: str, args: argparse.Namespace, claude_bin: Path, worklo
                 raise
             finally:
                 await bot.stop()
-            measure(samples, workload, slack, anthropic, responder)
+            measure(samples, workload, slack, anthropic, responder, repo)
             result.samples = samples
             result.bot_log = bot.log_problems()
             keep = any(s.problem for s in samples) or bool(result.bot_log.keys() - {BOLT_TOKEN_WARNING})
@@ -552,6 +686,8 @@ def describe_kind(kind: str, args: argparse.Namespace) -> str:
         "cold": f"new sandbox, snapshot without Claude Code (installed, {args.install_seconds:g} s)",
         "pinned": "new sandbox from the pinned snapshot",
         "warm": f"warm pool member (`MAISON_WARM_POOL={WARM_POOL}`)",
+        "repo": f"warm pool member, `--repo` cloned first ({REPO_FILES} files, ≈{REPO_BYTES / 1e6:g} MB, "
+                f"{REPO_COMMITS} commits)",
         "archived": f"archived sandbox woken by a follow-up (restore {args.restore_delay:g} s)",
     }[kind]
 
@@ -581,6 +717,24 @@ def ratio_table(results: list[KindResult]) -> str:
             continue
         cells = [_ratio(percentile(r.values(attr), 50), percentile(base.values(attr), 50)) for _, attr in names]
         lines.append(f"| {r.kind} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def repo_table(results: list[KindResult]) -> str:
+    """`repo` against `REPO_BASELINE` of the same run: what the repository adds to each figure,
+    and the clone's own part of it."""
+    repo = next((r for r in results if r.kind == "repo" and not r.error and r.samples), None)
+    base = next((r for r in results if r.kind == REPO_BASELINE and not r.error and r.samples), None)
+    if repo is None or base is None:
+        return ""
+    lines = [f"| Figure | `{REPO_BASELINE}` (no repository) p50 / max | `repo` p50 / max | `repo` ÷ `{REPO_BASELINE}` "
+             f"(p50) | `repo` − `{REPO_BASELINE}` (p50) |", "|---|---:|---:|---:|---:|"]
+    for name, attr in [*FIGURES[:3], ("Mention → final reply", "answered")]:
+        ours, theirs = percentile(repo.values(attr), 50), percentile(base.values(attr), 50)
+        lines.append(f"| {name} | {_p50_max(base.values(attr))} | {_p50_max(repo.values(attr))} "
+                     f"| {_ratio(ours, theirs)} | {_s(ours - theirs)} |")
+    lines.append(f"| The clone alone (`git clone` in the sandbox) | – | {_p50_max(repo.values('clone'))} "
+                 "| – | – |")
     return "\n".join(lines)
 
 
@@ -657,9 +811,13 @@ def notes(results: list[KindResult], args: argparse.Namespace) -> list[str]:
             found.append(f"{label}: in every run the first visible text came {_s(min(paced))}–{_s(max(paced))} "
                          f"after the thread's previous visible change, i.e. one edit interval ({interval:g} s) "
                          "later: the text waited for the reply's edit pacing, not for Claude.")
-        if r.kind == "warm" and any(s.said_creating for s in r.samples):
+        if r.kind in POOLED and any(s.said_creating for s in r.samples):
             found.append(f"{label}: {sum(s.said_creating for s in r.samples)}/{len(r.samples)} replies said "
                          f"\"{CREATING}…\" although the thread took a ready pool member.")
+        if r.repo is not None:
+            clones = ", ".join(_s(s.clone) for s in r.samples)
+            found.append(f"{label}: the clones took {clones} in the sandbox; {sum(s.said_cloning for s in r.samples)}"
+                         f"/{len(r.samples)} replies showed \"{CLONING} …\" to their author before the answer.")
         if r.kind == "cold" and len(r.samples) > 1:
             ordered = sorted(r.samples, key=lambda s: s.thread.mentioned)
             gaps = [(b.thread.mentioned + b.thread.to_request) - (a.thread.mentioned + a.answered)
@@ -691,9 +849,16 @@ def settings_lines(args: argparse.Namespace, interval: float) -> list[str]:
         f"{args.restore_delay:g} s; snapshot builds `build_seconds={args.build_seconds:g}` (not timed).",
         f"* `cold`: snapshot `{COLD_SNAPSHOT}`, whose PATH has no `claude` and an `npm` that installs the real CLI in "
         f"{args.install_seconds:g} s; repeats staggered by {args.stagger:g} s.",
-        f"* `pinned`: `{PINNED_SNAPSHOT}`, built with `maison-slack snapshot`; `warm` and `archived` use it too "
+        f"* `pinned`: `{PINNED_SNAPSHOT}`, built with `maison-slack snapshot`; `warm`, `repo` and `archived` use it too "
         "(registered in the double directly).",
         f"* `warm`: `MAISON_WARM_POOL={WARM_POOL}`, full (`/maison status`) before each mention.",
+        f"* `repo`: `warm`, each mention starting with `--repo <url>` of a repository on a loopback git host "
+        "(`tests/doubles/git_host.GitHost`: git's smart HTTP, reached by name through the sandbox's egress proxy), "
+        f"generated the same every run ({REPO_FILES} files of code-like text, ≈{REPO_BYTES / 1e6:g} MB, "
+        f"{REPO_COMMITS} commits, repacked as a host keeps it); the bot clones it with the Daytona double's git "
+        "toolbox (the real `git` in the sandbox) before Claude starts, where `warm` makes the work dir a "
+        "repository (`git init`). A pool member, so that the difference to `warm` is the repository's, whatever "
+        "sandbox creation takes.",
         f"* `archived`: `MAISON_IDLE_TIMEOUT={IDLE_TIMEOUT:g}`, `MAISON_REAP_INTERVAL={REAP_INTERVAL:g}`; each thread "
         "answered once, its sandbox stopped by the bot, archived with the daytona SDK (`sandbox.archive()`), then "
         "a follow-up in the thread.",
@@ -713,6 +878,10 @@ ASSUMPTIONS = [
     "unpack). Node.js is on the snapshot (the bot would install it too, with apt, where it is missing).",
     "Claude Code's start-up on this 2-core machine is real (the CLI runs); ../shared/reference/claude-code.md §7 "
     "measured 0.27–0.30 s to its first event on 16 cores with a warm page cache.",
+    "Cloning a repository: ../shared/reference/daytona.md §18 gives the git toolbox's calls but no timing. The git "
+    "host here is on the loopback interface, over plain HTTP: no TLS, no network round trips, no bandwidth limit, "
+    "so the clone is git's own work (the host packing, the sandbox's `git` unpacking and checking out); a clone "
+    "from GitHub adds those, and the pack's download, in proportion to the repository's size.",
 ]
 
 
@@ -748,6 +917,17 @@ def render(results: list[KindResult], sweep: list[KindResult], args: argparse.Na
     ratios = ratio_table(results)
     if ratios:
         parts += ["### Ratios to `cold`", "", ratios, ""]
+    with_repo = repo_table(results)
+    if with_repo:
+        served = next(r.repo for r in results if r.repo is not None)
+        parts += [f"### A repository's cost: `repo` against `{REPO_BASELINE}`", "",
+                  f"Both take a ready pool member; `repo`'s thread clones {served.describe()} before "
+                  f"Claude starts, `{REPO_BASELINE}`'s makes its work dir a repository (`git init`). *The clone "
+                  "alone* is the `git clone` the Daytona double's git toolbox ran in the sandbox; the rest of the "
+                  "difference is the bot's other steps around it (the clone's directory, the thread's branch, "
+                  "reading the start commit: toolbox calls and a script) less `git init`, and Claude Code starting "
+                  "in a larger repository. The first visible text adds the reply's edit pacing to that (see "
+                  "*Previous change → first visible* under *Every run*).", "", with_repo, ""]
     by_ttft = ttft_table(results + sweep)
     if by_ttft:
         parts += ["### Warm pool, by the model's time to first token", "",
@@ -819,7 +999,7 @@ async def bench(args: argparse.Namespace, claude_bin: Path, load_before: str) ->
     }
     print("\n" + summary_table(results, args) + "\n")
     print(goal(results + sweep)[1][0] + "\n")
-    for table in (ratio_table(results), ttft_table(results + sweep)):
+    for table in (ratio_table(results), repo_table(results), ttft_table(results + sweep)):
         if table:
             print(table + "\n")
     for note in notes(results + sweep, args):
