@@ -490,7 +490,10 @@ async def test_an_append_refused_as_stopped_by_user_stops_the_run(bot):
 
     await bot.slack.wait_for(lambda: not claude_processes(bot, sandbox_id), timeout=10)
     took = time.monotonic() - pressed
-    assert took <= 2.5, f"Claude still ran {took:.2f} s after the append was refused"
+    # The refusal is seen at the next append (every 0.7 s); the kill then gives Claude up to 2 s
+    # after SIGTERM before SIGKILL (core/sandbox.py KILL_RUN_FUNCTION). A loaded 2-core CI machine
+    # once took 2.75 s for the two: the bound is their sum plus a margin, not a guess.
+    assert took <= 0.7 + 2.0 + 0.8, f"Claude still ran {took:.2f} s after the append was refused"
     await wait_states(bot, DM, ts, ["stopped"])
     assert [c for c in calls(bot, "chat.appendStream", DM) if c.error == "stopped_by_user"]
     assert len(streams(bot, DM, ts)) == 1, "the answer went on in a new stream after the user stopped it"

@@ -398,3 +398,9 @@ async def test_the_channel_budget_refuses_and_cost_adds_up(bot):
     report = ack.payload["text"]
     assert f"<#{CHANNEL}>: ${sum(costs):.4f} (2 runs)" in report
     assert f"Spend over the last 7 days (UTC): ${sum(costs):.4f}" in report and "Top threads" in report
+
+
+async def test_options_without_a_task_are_refused_with_an_example(bot):
+    ts, reply = await mention_and_wait(bot, "--model sonnet")
+    assert "There is no task after the options" in reply and "Nothing was run" in reply
+    assert not [r for r in bot.anthropic.requests if r.body and r.body.get("model") == "claude-sonnet-5-5"]

@@ -252,10 +252,13 @@ class Runner:
         if overrides.branch and not (overrides.repo_url or session.repo_url or config.repo_url):
             raise ValueError("`--branch` needs a repository: add `--repo <https URL>`, or set this channel's with "
                              "`/maison config repo`.")
+        if overrides != Overrides() and not task and not prompt.files:
+            raise ValueError("There is no task after the options: write it after them, e.g. "
+                             "`--model sonnet fix the failing test`.")
         instructions = self._settings.instructions
         if config.instructions:
             instructions += "\n\nInstructions for this Slack channel:\n" + config.instructions
-        return RunPlan(task=task or prompt.text, overrides=overrides, config=config, instructions=instructions,
+        return RunPlan(task=task, overrides=overrides, config=config, instructions=instructions,
                        model=overrides.model or session.model or config.model)
 
     async def _project(self, owner: ThreadOwner, sandbox: MaisonSandbox, plan: RunPlan, reply: Reply) -> Checkout:
