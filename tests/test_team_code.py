@@ -221,6 +221,19 @@ async def test_diff_works_without_a_repository(bot):
     assert ".maison" not in patch and ".claude" not in patch
 
 
+async def test_a_diff_over_the_file_limit_is_refused_with_its_size(bot_env):
+    await bot_env.start(max_file_mb=1)
+    script(bot_env, Turn([ToolUse("Bash", {"command": "head -c 3000000 /dev/urandom | base64 > big.txt"})]),
+           Turn([Text("Made a big file.")]))
+    ts, _ = await mention_and_wait(bot_env, "make a big file")
+
+    after = await bot_env.slack.post_message(ALICE, CHANNEL, "diff", thread_ts=ts)
+    notice = await said(bot_env, ts, "The diff is", after=after)
+
+    assert "files posted here are limited to 1 MB (MAISON_MAX_FILE_MB)" in notice.text
+    assert not [m for m in bot_env.slack.thread(CHANNEL, ts) if m.files]
+
+
 async def test_push_commits_as_the_person_and_pushes_the_threads_branch(bot_env, tmp_path):
     async with GitHost(tmp_path / "host", hostname="github.example.test") as host:
         await bot_env.start(git_token=TOKEN)

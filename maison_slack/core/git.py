@@ -215,15 +215,27 @@ async def init(sandbox: MaisonSandbox, *, branch: str) -> Checkout:
     return Checkout(path=".", branch=branch, base=base.splitlines()[-1])
 
 
-async def diff(sandbox: MaisonSandbox, checkout: Checkout) -> bytes:
+class PatchTooLargeError(GitError):
+    """The patch is larger than the caller takes; `size` says how large, in bytes."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"The patch is {size / 1024 / 1024:.1f} MB")
+        self.size = size
+
+
+async def diff(sandbox: MaisonSandbox, checkout: Checkout, max_bytes: int) -> bytes:
     """Every change since the session started — Claude's commits, uncommitted and new files —
     as a patch that `git apply` takes on the original. Staged through a copy of the index, so
-    what Claude staged is left as it was."""
+    what Claude staged is left as it was. `PatchTooLargeError` past `max_bytes` (checked in the
+    sandbox: a patch of build output must not be downloaded to find out)."""
     if not _SHA.match(checkout.base):
         raise GitError(f"The session's start commit is unknown ({checkout.base!r})")
     out = MaisonSandbox.path(await sandbox.work_directory(), ".maison/diff.patch")
     await _script(sandbox, "Computing the diff", DIFF_SCRIPT.format(base=checkout.base, out=shlex.quote(out)),
                   checkout.path)
+    size = await sandbox.file_size(out)
+    if size > max_bytes:
+        raise PatchTooLargeError(size)
     return await sandbox.read_bytes(out)
 
 

@@ -14,7 +14,7 @@ import re
 
 from maison_slack.core import git
 from maison_slack.core.errors import MaisonError
-from maison_slack.core.git import Checkout, GitCredentials
+from maison_slack.core.git import Checkout, GitCredentials, PatchTooLargeError
 from maison_slack.core.sandbox import MaisonSandbox
 from maison_slack.slack.config import Settings
 from maison_slack.slack.notices import Notices
@@ -115,17 +115,16 @@ class Projects:
             if found is None:
                 return
             sandbox, checkout = found
-            patch = await git.diff(sandbox, checkout)
+            patch = await git.diff(sandbox, checkout, max_bytes=self._settings.max_file_mb * 1024 * 1024)
+        except PatchTooLargeError as exc:
+            await self._notices.say(key, f"The diff is {exc.size / 1024 / 1024:.1f} MB; files posted here are "
+                                         f"limited to {self._settings.max_file_mb} MB (MAISON_MAX_FILE_MB).")
+            return
         except MaisonError as exc:
             await self._notices.say(key, f":warning: Could not make the diff: {exc}")
             return
         if not patch.strip():
             await self._notices.say(key, "No changes since this thread started.")
-            return
-        limit = self._settings.max_file_mb * 1024 * 1024
-        if len(patch) > limit:
-            await self._notices.say(key, f"The diff is {len(patch) / 1024 / 1024:.1f} MB; files posted here are "
-                                         f"limited to {self._settings.max_file_mb} MB (MAISON_MAX_FILE_MB).")
             return
         name = checkout.branch.replace("/", "-") + ".patch"
         files = len(re.findall(rb"^diff --git ", patch, re.MULTILINE))
