@@ -285,3 +285,35 @@ def test_the_table_keeps_every_word_at_any_width(width):
     assert parsed["Slack bot scopes"] == (f"FAIL {rows[0].detail}", rows[0].fix)
     assert parsed["Anthropic API key"] == ("ok   works (api.anthropic.com)", "")
     assert text.endswith("1 of 2 checks failed: Slack bot scopes.")
+
+
+# -- the channels' repositories (issue 9) ------------------------------------------------------------
+
+
+async def set_channel_repo(bot_env: BotEnv, channel: str, url: str) -> None:
+    """As `/maison config repo` leaves it in the bot's database."""
+    from maison_slack.storage import Store
+    async with await Store.open(bot_env.db_path) as store:
+        await store.set_channel_setting(channel, "repo", url, "U0ALICE")
+
+
+async def test_the_channels_repositories_are_checked_with_the_git_token(bot_env, git_host):
+    git_host.add_user("x-access-token", "ghp_doctor_token_1234567890")
+    git_host.create_repo("team/app", private=True)
+    await set_channel_repo(bot_env, "C0GOOD", git_host.url("team/app", loopback=True))
+    await set_channel_repo(bot_env, "C0GONE", git_host.url("team/gone", loopback=True))
+    before = bot_env.db_path.read_bytes()
+
+    code, rows, text = await run_doctor(bot_env, DAYTONA_TARGET=bot_env.daytona.target,
+                                        MAISON_GIT_TOKEN="ghp_doctor_token_1234567890")
+
+    assert code == 1, text
+    assert rows["Repository (C0GOOD)"][0].startswith("ok") and "with MAISON_GIT_TOKEN" in rows["Repository (C0GOOD)"][0]
+    assert_only_failure(rows, "Repository (C0GONE)", "check the URL", "C0GONE")
+    assert "ghp_doctor_token_1234567890" not in text
+    assert bot_env.db_path.read_bytes() == before  # read-only
+    assert {r.username for r in git_host.requests} == {"x-access-token"}
+
+    code, rows, text = await run_doctor(bot_env, DAYTONA_TARGET=bot_env.daytona.target, MAISON_GIT_TOKEN="ghp_wrong")
+    assert "refused the token (HTTP 401)" in rows["Repository (C0GOOD)"][0]
+    assert "MAISON_GIT_TOKEN" in rows["Repository (C0GOOD)"][1]

@@ -3,8 +3,10 @@
 A bot started with a wrong token or key fails late and far from the cause: a mention nobody
 answers, a sandbox that never starts, a run that ends in a 401 inside the sandbox. The doctor
 asks each service the cheapest question that proves a setting works, read-only wherever the
-service allows it, and prints one table: check · result · fix. Checks of different services run
-concurrently; each waits at most `CHECK_TIMEOUT` seconds.
+service allows it, and prints one table: check · result · fix. The repositories channels set
+(`/maison config repo`, read from the bot's database without changing it) are tried with
+`MAISON_GIT_TOKEN`. Checks of different services run concurrently; each waits at most
+`CHECK_TIMEOUT` seconds.
 
 Exit code: 0 if no check failed (skipped ones do not fail), 1 if one failed, 2 if the
 configuration does not load (the bot itself exits 2 then too).
@@ -39,12 +41,14 @@ from daytona_api_client_async.exceptions import ApiException
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from maison_slack.core import git
 from maison_slack.core.snapshots import choose_snapshot, find_snapshot, state_of
 from maison_slack.core.maison import CLAUDE_CODE_VERSION
 from maison_slack.core.credentials import CUSTOM_HEADERS, api_host, custom_headers, secret_name
 from maison_slack.core.daytona_calls import status_of
 from maison_slack.slack.config import ConfigError, Settings, load_settings, print_config_problems
 from maison_slack.slack.redact import Redactor
+from maison_slack.storage import channel_repositories
 
 #: Seconds one check (or one service's dependent steps) may take before it counts as failed.
 CHECK_TIMEOUT = 10.0
@@ -58,6 +62,7 @@ DAYTONA_REGION = "Daytona region"
 DAYTONA_SNAPSHOT = "Daytona snapshot"
 DAYTONA_SECRETS = "Daytona Secrets"
 ANTHROPIC_KEY = "Anthropic API key"
+REPOSITORY = "Repository"
 
 DAYTONA_DEFAULT_URL = "https://app.daytona.io/api"
 ANTHROPIC_DEFAULT_URL = "https://api.anthropic.com"
@@ -455,6 +460,39 @@ async def _anthropic(settings: Settings, environ: Mapping[str, str]) -> list[Res
 # -- running and printing --------------------------------------------------------------------------
 
 
+async def check_repositories(settings: Settings) -> list[Result]:
+    """Each channel's repository (from the bot's database, if there is one) with the git token:
+    the first request of a clone, `GET <url>/info/refs?service=git-upload-pack`, made from this
+    machine. It proves the token may read the repository; whether it may push shows at `push`."""
+    repositories = await channel_repositories(settings.db_path)
+    return [row for rows in await asyncio.gather(*(
+        guarded((f"{REPOSITORY} ({channel})",), _repository(settings, channel, url), f"check that {_host(url)} "
+                "is reachable from here")
+        for channel, url in sorted(repositories.items()))) for row in rows]
+
+
+async def _repository(settings: Settings, channel: str, url: str) -> list[Result]:
+    check = f"{REPOSITORY} ({channel})"
+    token = settings.git_token
+    auth = aiohttp.BasicAuth(settings.git_username or git.default_username(url), token) if token else None
+    async with aiohttp.ClientSession(trust_env=True) as session:
+        async with session.get(url.rstrip("/") + "/info/refs", params={"service": "git-upload-pack"},
+                               auth=auth) as response:
+            status = response.status
+    how = "with MAISON_GIT_TOKEN" if token else "without a token (`push` needs MAISON_GIT_TOKEN)"
+    if status == 200:
+        return [passed(check, f"{url} can be cloned {how}")]
+    if status in (401, 403):
+        return [failed(check, f"{_host(url)} refused {'the token' if token else 'to serve it without a token'} "
+                              f"(HTTP {status})",
+                       "set MAISON_GIT_TOKEN to a token that may read the repository (and MAISON_GIT_USERNAME "
+                       "if the host needs one)")]
+    if status == 404:
+        return [failed(check, f"{url} was not found (HTTP 404)",
+                       f"check the URL (`/maison config repo` in {channel}), and that the token can see it")]
+    return [failed(check, f"{_host(url)} answered HTTP {status}", "run the doctor again in a minute")]
+
+
 async def run_checks(settings: Settings, environ: Mapping[str, str]) -> list[Result]:
     """Every service check, concurrently (they share nothing); rows in a fixed order."""
     groups = await asyncio.gather(
@@ -462,6 +500,7 @@ async def run_checks(settings: Settings, environ: Mapping[str, str]) -> list[Res
         check_socket_mode(settings),
         check_daytona(settings),
         check_anthropic(settings, environ),
+        check_repositories(settings),
     )
     return [row for rows in groups for row in rows]
 
