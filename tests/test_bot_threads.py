@@ -216,9 +216,25 @@ async def test_sigkill_mid_run_kills_the_old_claude_and_keeps_the_partial_answer
     assert await sandbox_of(bot_env, ts) == sandbox_id
 
 
+def claude_runs(env: BotEnv, sandbox_id: str) -> list[int]:
+    """Pids of Claude Code runs: its processes whose parent is not one of them. In a git
+    repository (every thread's work dir now is one) Claude Code forks a child with its own
+    command line for a moment; that is the same run, not a second one."""
+    pids = {pid for pid, _ in claude_processes(env, sandbox_id)}
+    return [pid for pid in pids if parent_of(pid) not in pids]
+
+
+def parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None  # gone meanwhile
+
+
 async def sample_claude_processes(env: BotEnv, sandbox_id: str, counts: list[int]) -> None:
     while True:
-        counts.append(len(claude_processes(env, sandbox_id)))
+        counts.append(len(claude_runs(env, sandbox_id)))
         await asyncio.sleep(0.05)
 
 
