@@ -182,16 +182,16 @@ class Spend:
     top_threads: list[tuple[str, str, float, int]]  #: (channel, thread_ts, USD, runs), most first
 
 
-async def channel_repositories(path: str | Path) -> dict[str, str]:
-    """The repository each channel set (`/maison config repo`), by channel, read without changing
-    the database (read-only, no migration: a running bot of another version may own it); empty
-    when there is no database yet, or it predates channel settings."""
+async def read_channel_setting(path: str | Path, name: str) -> dict[str, str]:
+    """One setting's value in every channel that set it, read without changing the database
+    (read-only, no migration: a running bot of another version may own it); empty when there is
+    no database yet, or it predates channel settings."""
     if not Path(path).exists():
         return {}
     try:
         async with aiosqlite.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True) as db:
-            async with db.execute("SELECT channel, value FROM channel_settings WHERE name = 'repo'") as cursor:
-                return {channel: value.split(" ")[0] for channel, value in await cursor.fetchall()}
+            async with db.execute("SELECT channel, value FROM channel_settings WHERE name = ?", (name,)) as cursor:
+                return {channel: value for channel, value in await cursor.fetchall()}
     except aiosqlite.OperationalError:  # no such table
         return {}
 

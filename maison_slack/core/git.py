@@ -209,9 +209,11 @@ async def branch_off(sandbox: MaisonSandbox, checkout: Checkout, new_branch: str
 
 
 async def init(sandbox: MaisonSandbox, *, branch: str) -> Checkout:
-    """No repository: the work dir becomes one, with what it holds now as the first commit."""
+    """No repository: the work dir becomes one, with what it holds now as the first commit (and
+    stays Claude's cwd)."""
     script = INIT_SCRIPT.format(branch=shlex.quote(check_branch(branch)))
     base = await _script(sandbox, "Making the work dir a git repository", script, ".")
+    sandbox.project = "."
     return Checkout(path=".", branch=branch, base=base.splitlines()[-1])
 
 

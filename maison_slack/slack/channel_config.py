@@ -40,11 +40,17 @@ class ChannelConfig:
 
     @classmethod
     def of(cls, values: dict[str, str], settings: Settings) -> ChannelConfig:
-        url, _, branch = values.get("repo", "").partition(" ")
+        url, branch = split_repo(values.get("repo", ""))
         budget = float(values["budget"]) if "budget" in values else settings.max_channel_daily_usd
         source = "set with `/maison config budget`" if "budget" in values else "MAISON_MAX_CHANNEL_DAILY_USD"
-        return cls(repo_url=url or None, repo_branch=branch or None, model=values.get("model") or settings.model,
+        return cls(repo_url=url, repo_branch=branch, model=values.get("model") or settings.model,
                    instructions=values.get("instructions"), daily_budget=budget, budget_source=source)
+
+
+def split_repo(value: str) -> tuple[str | None, str | None]:
+    """The URL and branch of a stored `repo` setting ("<url>" or "<url> <branch>")."""
+    url, _, branch = value.partition(" ")
+    return url or None, branch or None
 
 
 def unlink(word: str) -> str:
@@ -108,7 +114,7 @@ def announcement(user: str, name: str, value: str | None) -> str:
     if value is None:
         return f":gear: <@{user}> removed this channel's {name} setting."
     if name == "repo":
-        url, _, branch = value.partition(" ")
+        url, branch = split_repo(value)
         where = f"{url}" + (f" (branch `{branch}`)" if branch else "")
         return f":gear: <@{user}> set this channel's repository to {where}: new threads here start from it."
     if name == "budget":

@@ -46,9 +46,10 @@ from maison_slack.core.snapshots import choose_snapshot, find_snapshot, state_of
 from maison_slack.core.maison import CLAUDE_CODE_VERSION
 from maison_slack.core.credentials import CUSTOM_HEADERS, api_host, custom_headers, secret_name
 from maison_slack.core.daytona_calls import status_of
+from maison_slack.slack.channel_config import split_repo
 from maison_slack.slack.config import ConfigError, Settings, load_settings, print_config_problems
 from maison_slack.slack.redact import Redactor
-from maison_slack.storage import channel_repositories
+from maison_slack.storage import read_channel_setting
 
 #: Seconds one check (or one service's dependent steps) may take before it counts as failed.
 CHECK_TIMEOUT = 10.0
@@ -464,7 +465,8 @@ async def check_repositories(settings: Settings) -> list[Result]:
     """Each channel's repository (from the bot's database, if there is one) with the git token:
     the first request of a clone, `GET <url>/info/refs?service=git-upload-pack`, made from this
     machine. It proves the token may read the repository; whether it may push shows at `push`."""
-    repositories = await channel_repositories(settings.db_path)
+    stored = await read_channel_setting(settings.db_path, "repo")
+    repositories = {channel: url for channel, value in stored.items() if (url := split_repo(value)[0])}
     return [row for rows in await asyncio.gather(*(
         guarded((f"{REPOSITORY} ({channel})",), _repository(settings, channel, url), f"check that {_host(url)} "
                 "is reachable from here")

@@ -82,20 +82,19 @@ class Projects:
                                        credentials=self.credentials(url))
         else:
             checkout = await git.init(sandbox, branch=new_branch)
-        sandbox.project = checkout.path
-        await self._store.set_checkout(*owner.key, project=checkout.path, branch=checkout.branch,
-                                       base_commit=checkout.base, repo_url=checkout.url,
-                                       base_branch=checkout.base_branch)
+        await self._remember(owner.key, checkout)
         return checkout
+
+    async def _remember(self, key: ThreadKey, checkout: Checkout) -> None:
+        await self._store.set_checkout(*key, project=checkout.path, branch=checkout.branch, base_commit=checkout.base,
+                                       repo_url=checkout.url, base_branch=checkout.base_branch)
 
     async def fork(self, copy: MaisonSandbox, key: ThreadKey) -> None:
         """A forked thread (its session copied from its parent's) works on a branch of its own."""
         session = await self._store.get_session(*key)
         checkout = checkout_of(session) if session is not None else None
         if checkout is not None:
-            moved = await git.branch_off(copy, checkout, thread_branch(key[1]))
-            await self._store.set_checkout(*key, project=moved.path, branch=moved.branch, base_commit=moved.base,
-                                           repo_url=moved.url, base_branch=moved.base_branch)
+            await self._remember(key, await git.branch_off(copy, checkout, thread_branch(key[1])))
 
     async def _checkout(self, owner: ThreadOwner, what: str) -> tuple[MaisonSandbox, Checkout] | None:
         """The thread's sandbox and project, or None after telling the thread there is none."""

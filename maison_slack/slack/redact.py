@@ -90,21 +90,20 @@ def _mask(data: AnyStr, patterns: Mapping[AnyStr, AnyStr]) -> AnyStr:
     Overlapping occurrences are merged into one mask so no fragment of either survives;
     adjacent ones are masked separately.
     """
+    # One search, in the text without its line breaks: it finds whole occurrences and cut ones
+    # alike (a pattern that itself holds a break, unusual in a secret, is searched as written).
+    unwrapped = _Unwrapped(data)
+    breaks = _BREAKS[type(data)]
     spans: list[tuple[int, int, AnyStr]] = []
     for pattern, replacement in patterns.items():
-        pos = data.find(pattern)
+        whole = breaks.search(pattern) is not None
+        text = data if whole else unwrapped.text
+        pos = text.find(pattern)
         while pos != -1:
-            spans.append((pos, pos + len(pattern), replacement))
-            pos = data.find(pattern, pos + 1)
-    unwrapped = _Unwrapped(data)
-    if len(unwrapped.text) != len(data):
-        for pattern, replacement in patterns.items():
-            pos = unwrapped.text.find(pattern)
-            while pos != -1:
-                start, end = unwrapped.original(pos), unwrapped.original(pos + len(pattern) - 1) + 1
-                if end - start != len(pattern):  # whole ones are found above
-                    spans.append((start, end, replacement))
-                pos = unwrapped.text.find(pattern, pos + 1)
+            start = pos if whole else unwrapped.original(pos)
+            end = pos + len(pattern) if whole else unwrapped.original(pos + len(pattern) - 1) + 1
+            spans.append((start, end, replacement))
+            pos = text.find(pattern, pos + 1)
     if not spans:
         return data
     spans.sort(key=lambda span: (span[0], -span[1]))

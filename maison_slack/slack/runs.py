@@ -267,8 +267,7 @@ class Runner:
         session = await self._store.get_session(*owner.key)
         assert session is not None
         checkout = checkout_of(session)
-        if checkout is not None:
-            sandbox.project = checkout.path
+        if checkout is not None:  # the sandbox already runs Claude there (`Sandboxes.attach_thread`)
             wanted = plan.overrides.repo_url
             if wanted and wanted != checkout.url:
                 reply.notice(f"`--repo` chooses the repository of a new thread; this one works on "

@@ -40,7 +40,7 @@ class Spending:
         if cap is not None:
             spent = await self._store.thread_cost(channel, thread_ts)
             if spent >= cap:
-                return (f":money_with_wings: This thread has spent {format_usd(spent)}, its limit is "
+                return (f"This thread has spent {format_usd(spent)}, its limit is "
                         f"{format_usd(cap)} (MAISON_MAX_THREAD_USD), so I did not run this. The thread limit does "
                         "not reset: start a new thread to go on.")
         if config.daily_budget is not None:
@@ -48,7 +48,7 @@ class Spending:
             midnight = day_start(now)
             spent = await self._store.channel_cost(channel, midnight)
             if spent >= config.daily_budget:
-                return (f":money_with_wings: This channel has spent {format_usd(spent)} today, its daily budget is "
+                return (f"This channel has spent {format_usd(spent)} today, its daily budget is "
                         f"{format_usd(config.daily_budget)} ({config.budget_source}), so I did not run this. The "
                         f"budget resets at midnight UTC, in {duration(midnight + 86400 - now)}.")
         return None
